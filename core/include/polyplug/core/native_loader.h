@@ -1,0 +1,69 @@
+// NativeLoader: turns a bundle's shared library into a running, initialised image.
+//
+// Every load copies the artifact to a private, versioned path before dlopen, so a file
+// rebuilt in place is really reloaded (glibc returns the cached image for a path that is
+// still open) and the old image can stay mapped until its readers are gone.
+#ifndef POLYPLUG_CORE_NATIVE_LOADER_H_
+#define POLYPLUG_CORE_NATIVE_LOADER_H_
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+#include "polyplug/abi.h"
+#include "polyplug/core/manifest.h"
+
+namespace polyplug::core {
+
+// An opened bundle image. Destroying it closes the library and removes the private copy.
+class NativeLibrary {
+ public:
+  ~NativeLibrary();
+  NativeLibrary(const NativeLibrary&) = delete;
+  NativeLibrary& operator=(const NativeLibrary&) = delete;
+
+  const std::filesystem::path& private_copy() const { return private_copy_; }
+  PolyplugInitFn init() const { return init_; }
+
+  // Closes the library now and reports whether its image left the process's mappings.
+  // Returns a warning text (empty when the image is gone). Idempotent.
+  std::string Close();
+
+ private:
+  friend class NativeLoader;
+  NativeLibrary() = default;
+
+  void* handle_ = nullptr;
+  std::filesystem::path private_copy_;
+  PolyplugInitFn init_ = nullptr;
+};
+
+class NativeLoader {
+ public:
+  // Private copies go under `state_dir` (created if missing).
+  explicit NativeLoader(std::filesystem::path state_dir);
+
+  static constexpr absl::string_view kName = "native";
+  bool supports_hot_reload() const { return true; }
+  const std::filesystem::path& state_dir() const { return state_dir_; }
+
+  // The artifact path the manifest names, confined to the bundle directory:
+  // ARTIFACT_PATH_ESCAPE for `..` or a symlink leading out, ARTIFACT_MISSING when absent.
+  static absl::StatusOr<std::filesystem::path> ResolveArtifact(const Manifest& manifest);
+
+  // Copies, dlopens (RTLD_NOW | RTLD_LOCAL) and checks the ABI version and the init
+  // symbol. Does not call init.
+  absl::StatusOr<std::unique_ptr<NativeLibrary>> Open(const Manifest& manifest);
+
+ private:
+  std::filesystem::path state_dir_;
+  std::atomic<uint64_t> next_copy_{1};
+};
+
+}  // namespace polyplug::core
+
+#endif  // POLYPLUG_CORE_NATIVE_LOADER_H_

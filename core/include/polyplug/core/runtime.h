@@ -1,0 +1,150 @@
+// Runtime: loads, reloads and unloads bundles and owns their registry and event journal.
+//
+// Re-creates the polyplug runtime (reference section 5). Mutations (load, reload, unload,
+// discovery) are serialized per runtime; lookups never wait for them. Phase events are
+// appended to the journal and delivered to listeners on the mutating thread with no
+// internal lock held; a listener may look contracts up but may not start another
+// mutation on the same runtime (it gets REENTRANT_CALL).
+#ifndef POLYPLUG_CORE_RUNTIME_H_
+#define POLYPLUG_CORE_RUNTIME_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/statusor.h"
+#include "polyplug/abi.h"
+#include "polyplug/core/event_journal.h"
+#include "polyplug/core/manifest.h"
+#include "polyplug/core/phase_event.h"
+#include "polyplug/core/registry.h"
+
+namespace polyplug::core {
+
+enum class LogLevel : int { kError = 1, kWarn = 2, kInfo = 3, kDebug = 4, kTrace = 5 };
+
+// Called from any thread, never with an internal lock held; must not re-enter mutations.
+using LogSink = std::function<void(LogLevel level, absl::string_view scope,
+                                   absl::string_view message)>;
+
+struct RuntimeOptions {
+  bool hot_reload_enabled = true;
+  size_t journal_capacity = 4096;
+  // Private artifact copies. Empty: a fresh directory under the system temp dir.
+  std::filesystem::path state_dir;
+  // Null: Error and Warn lines go to stderr as "[polyplug] [scope] message".
+  LogSink log_sink;
+  LogLevel max_log_level = LogLevel::kWarn;
+  // 0: a random epoch. Tests may fix it.
+  uint64_t host_epoch = 0;
+};
+
+struct BundleInfo {
+  uint64_t id = 0;
+  std::string name;
+  Version version;
+  std::filesystem::path dir;
+  std::filesystem::path artifact;
+  std::string loader;
+  bool needs_reinit_on_dep_reload = false;
+  std::vector<std::string> provides;      // "name@major"
+  std::vector<uint64_t> declared_dependencies;  // contract ids
+  std::vector<ContractHandle> slots;
+  uint64_t reload_count = 0;
+};
+
+// What one Reload did: the primary's status, and every event it caused (cascade included).
+struct ReloadOutcome {
+  absl::Status status;  // OK when the primary reached RELOADED
+  uint64_t reload_id = 0;
+  std::vector<PhaseEvent> events;
+  uint64_t registry_revision = 0;
+
+  bool ok() const { return status.ok(); }
+};
+
+enum class UnloadMode { kRefuseIfInUse, kCascade };
+
+class Runtime {
+ public:
+  static absl::StatusOr<std::unique_ptr<Runtime>> Create(RuntimeOptions options);
+  ~Runtime();  // unloads everything (dependents first)
+
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Loads the bundle at `path` (its directory or a file inside it): validate, open, init,
+  // check registrations == provides, publish, then LOADED. A failure publishes nothing,
+  // fires nothing, and returns the error.
+  absl::StatusOr<BundleInfo> LoadBundle(const std::filesystem::path& path);
+
+  // Hot reload following reference 5.5. `path` names a loaded bundle's directory or a file
+  // in it. Request errors (HOT_RELOAD_DISABLED, BUNDLE_NOT_FOUND) are returned as a
+  // status with no events; failures of the reload itself are an outcome with FAILED.
+  absl::StatusOr<ReloadOutcome> ReloadBundle(const std::filesystem::path& path);
+  absl::StatusOr<ReloadOutcome> ReloadBundleByName(absl::string_view name);
+
+  // Reference 5.7. kRefuseIfInUse gives DEPENDENCY_IN_USE when a loaded bundle declared a
+  // dependency on one of its contracts; kCascade unloads those dependents first.
+  // Returns the names unloaded, in order.
+  absl::StatusOr<std::vector<std::string>> UnloadBundle(absl::string_view name, UnloadMode mode);
+
+  // Scans each root one level deep, orders the bundles found by dependency (providers
+  // first) and loads them. A cycle or an unsatisfied dependency is an error naming the
+  // bundles; nothing is loaded then. Bundles already loaded are skipped.
+  absl::StatusOr<std::vector<BundleInfo>> DiscoverAndLoad(
+      const std::vector<std::filesystem::path>& roots);
+
+  // Lookups: lock-free, see Registry.
+  absl::StatusOr<ContractHandle> Find(uint64_t contract_id, uint32_t min_major) const {
+    return registry_.Find(contract_id, min_major);
+  }
+  absl::StatusOr<const PolyplugGuestContractInterface*> Resolve(ContractHandle h) const {
+    return registry_.Resolve(h);
+  }
+  ReadEpoch::Guard Pin() const { return registry_.Pin(); }
+  const Registry& registry() const { return registry_; }
+
+  // Counted instance creation and destruction (reference 5.8).
+  absl::StatusOr<PolyplugGuestContractInstance> CreateInstance(
+      const PolyplugGuestContractInterface& iface, PolyplugBytesView args);
+  void DestroyInstance(const PolyplugGuestContractInterface& iface,
+                       PolyplugGuestContractInstance instance);
+
+  std::vector<BundleInfo> ListBundles() const;
+  absl::StatusOr<BundleInfo> GetBundle(absl::string_view name) const;
+
+  EventJournal& journal() { return journal_; }
+  const EventJournal& journal() const { return journal_; }
+  uint64_t host_epoch() const { return journal_.host_epoch(); }
+  bool hot_reload_enabled() const { return options_.hot_reload_enabled; }
+  const std::filesystem::path& state_dir() const;
+
+  // The HostApi table handed to bundles; valid for the runtime's lifetime.
+  const PolyplugHostApi* host_api() const;
+
+  // The in-process on_reload equivalent: sees every journal event, in seq order, with the
+  // ABI's view of it. Returns an id for RemovePhaseCallback.
+  using PhaseCallback = std::function<void(const PolyplugReloadPhase&, const PhaseEvent&)>;
+  EventJournal::ListenerId AddPhaseCallback(PhaseCallback callback);
+  void RemovePhaseCallback(EventJournal::ListenerId id);
+
+  void Log(LogLevel level, absl::string_view scope, absl::string_view message) const;
+
+ private:
+  class Impl;
+  explicit Runtime(RuntimeOptions options);
+
+  RuntimeOptions options_;
+  EventJournal journal_;
+  Registry registry_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace polyplug::core
+
+#endif  // POLYPLUG_CORE_RUNTIME_H_

@@ -1,0 +1,150 @@
+// Runtime::DiscoverAndLoad: scanning bundle roots and loading in dependency order
+// (reference 2.5).
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "polyplug/core/error.h"
+#include "polyplug/core/ids.h"
+#include "polyplug/core/runtime.h"
+
+namespace polyplug::core {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Candidate {
+  Manifest manifest;
+  std::set<std::string> needs;  // names of the candidates it depends on
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vector<fs::path>& roots) {
+  // One level deep; sorted by name within a root; de-duplicated by directory across roots.
+  std::vector<Manifest> found;
+  std::set<fs::path> seen_dirs;
+  for (const fs::path& root : roots) {
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("bundle root ", root.string(), " is not a directory"));
+    }
+    std::vector<Manifest> in_root;
+    for (const fs::directory_entry& entry : fs::directory_iterator(root, ec)) {
+      if (!entry.is_directory() || !fs::exists(entry.path() / "manifest.toml")) continue;
+      auto manifest = LoadManifest(entry.path());
+      if (!manifest.ok()) {
+        Log(LogLevel::kWarn, "scan",
+            absl::StrCat("skipping ", entry.path().string(), ": ", manifest.status().message()));
+        continue;
+      }
+      fs::path dir = fs::weakly_canonical(entry.path(), ec);
+      if (!seen_dirs.insert(dir).second) continue;
+      in_root.push_back(*std::move(manifest));
+    }
+    std::sort(in_root.begin(), in_root.end(),
+              [](const Manifest& a, const Manifest& b) { return a.name < b.name; });
+    for (Manifest& m : in_root) found.push_back(std::move(m));
+  }
+
+  // Providers: what the candidates provide, and what is already loaded.
+  std::map<std::string, Candidate> candidates;
+  absl::flat_hash_map<uint64_t, std::string> provider_of;  // contract id -> candidate name
+  absl::flat_hash_map<uint64_t, bool> loaded_contracts;
+  for (const ContractEntry& e : registry_.List()) loaded_contracts[e.contract_id] = true;
+  std::set<std::string> loaded_names;
+  for (const BundleInfo& b : ListBundles()) loaded_names.insert(b.name);
+  for (Manifest& m : found) {
+    if (loaded_names.contains(m.name) || candidates.contains(m.name)) continue;
+    for (const ContractRef& ref : m.provides) {
+      provider_of.emplace(GuestContractId(ref.name, ref.major()), m.name);
+    }
+    std::string name = m.name;
+    candidates[name].manifest = std::move(m);
+  }
+  for (auto& [name, c] : candidates) {
+    for (const ManifestDependency& dep : c.manifest.dependencies) {
+      if (dep.contract.empty() && dep.contract_id == 0) continue;
+      const uint64_t id = dep.DeclaredContractId();
+      if (auto it = provider_of.find(id); it != provider_of.end()) {
+        if (it->second != name) c.needs.insert(it->second);
+      } else if (!loaded_contracts.contains(id)) {
+        std::string label = dep.contract.empty() ? FormatContractId(id) : dep.contract;
+        if (label.find('@') == std::string::npos && !dep.min_version.empty()) {
+          absl::StrAppend(&label, " (min_version ", dep.min_version, ")");
+        }
+        return MakeError(ErrorReason::kUnsatisfiedDependency,
+                         absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
+                                      ") depends on contract ", label,
+                                      ", which no bundle in the roots or loaded provides"));
+      }
+    }
+    for (const ContractRef& dep : c.manifest.bundle_dependencies) {
+      if (candidates.contains(dep.name)) {
+        if (dep.name != name) c.needs.insert(dep.name);
+      } else if (!loaded_names.contains(dep.name)) {
+        return MakeError(ErrorReason::kUnsatisfiedDependency,
+                         absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
+                                      ", field 'bundle_dependencies') needs bundle \"", dep.name,
+                                      "\", which is neither in the roots nor loaded"));
+      }
+    }
+  }
+
+  // Kahn's algorithm; among ready bundles the smallest name goes first (deterministic).
+  std::vector<const Candidate*> order;
+  std::set<std::string> done;
+  while (order.size() < candidates.size()) {
+    const Candidate* next = nullptr;
+    for (const auto& [name, c] : candidates) {
+      if (done.contains(name)) continue;
+      if (std::includes(done.begin(), done.end(), c.needs.begin(), c.needs.end())) {
+        next = &c;
+        break;
+      }
+    }
+    if (next == nullptr) {
+      std::vector<std::string> stuck;
+      for (const auto& [name, c] : candidates) {
+        if (!done.contains(name)) stuck.push_back(name);
+      }
+      return MakeError(ErrorReason::kDependencyCycle,
+                       absl::StrCat("dependency cycle among bundles ", absl::StrJoin(stuck, ", "),
+                                    "; none of them can be loaded first"));
+    }
+    done.insert(next->manifest.name);
+    order.push_back(next);
+  }
+
+  // A bundle that fails to load is reported and skipped, with everything that needs it;
+  // the rest still loads so that one bad bundle does not take the others down.
+  std::vector<BundleInfo> loaded;
+  std::set<std::string> failed;
+  for (const Candidate* c : order) {
+    std::vector<std::string> blocked;
+    std::set_intersection(c->needs.begin(), c->needs.end(), failed.begin(), failed.end(),
+                          std::back_inserter(blocked));
+    if (!blocked.empty()) {
+      Log(LogLevel::kWarn, "scan",
+          absl::StrCat("not loading \"", c->manifest.name, "\": it needs ",
+                       absl::StrJoin(blocked, ", "), ", which failed to load"));
+      failed.insert(c->manifest.name);
+      continue;
+    }
+    auto info = LoadBundle(c->manifest.dir);
+    if (!info.ok()) {
+      Log(LogLevel::kWarn, "scan",
+          absl::StrCat("failed to load \"", c->manifest.name, "\": ", info.status().message()));
+      failed.insert(c->manifest.name);
+      continue;
+    }
+    loaded.push_back(*std::move(info));
+  }
+  return loaded;
+}
+
+}  // namespace polyplug::core

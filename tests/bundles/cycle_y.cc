@@ -1,0 +1,19 @@
+// cycle_y: provides cycle.y@1 and depends on cycle.x@1 (and cycle_x the other way
+// round), so discovery must report a dependency cycle. fn0 writes int32 1.
+#include <cstdint>
+
+#include "polyplug/guest.hpp"
+
+namespace {
+
+namespace guest = polyplug::guest;
+
+void Init(guest::Registrar& registrar) {
+  registrar.Contract("cycle.y", {1, 0, 0}).Function(0, [](const guest::NativeCall<void>&) {
+    return int32_t{1};
+  });
+}
+
+}  // namespace
+
+POLYPLUG_BUNDLE(Init);
