@@ -23,7 +23,8 @@ struct Candidate {
 
 }  // namespace
 
-absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vector<fs::path>& roots) {
+absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(
+    const std::vector<fs::path>& roots) {
   // One level deep; sorted by name within a root; de-duplicated by directory across roots.
   std::vector<Manifest> found;
   std::set<fs::path> seen_dirs;

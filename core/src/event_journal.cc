@@ -8,11 +8,16 @@ namespace polyplug::core {
 
 absl::string_view PhaseName(Phase phase) {
   switch (phase) {
-    case Phase::kPreparing: return "PREPARING";
-    case Phase::kReloaded: return "RELOADED";
-    case Phase::kFailed: return "FAILED";
-    case Phase::kUnloading: return "UNLOADING";
-    case Phase::kLoaded: return "LOADED";
+    case Phase::kPreparing:
+      return "PREPARING";
+    case Phase::kReloaded:
+      return "RELOADED";
+    case Phase::kFailed:
+      return "FAILED";
+    case Phase::kUnloading:
+      return "UNLOADING";
+    case Phase::kLoaded:
+      return "LOADED";
   }
   return "UNKNOWN";
 }

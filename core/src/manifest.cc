@@ -73,8 +73,8 @@ std::string QuoteLargeIntegers(absl::string_view text) {
       while (end < n && text[end] >= '0' && text[end] <= '9') ++end;
       size_t look = end;
       while (look < n && (text[look] == ' ' || text[look] == '\t' || text[look] == '\r')) ++look;
-      bool value_ends = look == n || text[look] == '\n' || text[look] == '#' ||
-                        text[look] == ',' || text[look] == '}';
+      bool value_ends = look == n || text[look] == '\n' || text[look] == '#' || text[look] == ',' ||
+                        text[look] == '}';
       absl::string_view digits = text.substr(i, end - i);
       if (value_ends && ExceedsInt64(digits)) {
         absl::StrAppend(&out, "\"", kU64Prefix, digits, "\"");
@@ -106,13 +106,20 @@ absl::Status FieldError(const fs::path& path, absl::string_view field, absl::str
 
 absl::string_view TypeName(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    default: return "a date or time";
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    default:
+      return "a date or time";
   }
 }
 
@@ -159,7 +166,8 @@ absl::StatusOr<std::vector<std::string>> ReadStringArray(const toml::node* node,
   if (node == nullptr) return out;
   const toml::array* array = node->as_array();
   if (array == nullptr) {
-    return FieldError(path, field, absl::StrCat("must be an array of strings, found ", TypeName(*node)));
+    return FieldError(path, field,
+                      absl::StrCat("must be an array of strings, found ", TypeName(*node)));
   }
   for (size_t i = 0; i < array->size(); ++i) {
     auto value = ReadString(array->get(i), path, absl::StrCat(field, "[", i, "]"));
@@ -197,8 +205,9 @@ absl::StatusOr<std::string> ReadFile(const toml::node* node, const fs::path& pat
   if (node->is_string()) return ReadString(node, path, "file");
   const toml::table* table = node->as_table();
   if (table == nullptr) {
-    return FieldError(path, "file",
-                      absl::StrCat("must be a string or a per-platform table, found ", TypeName(*node)));
+    return FieldError(
+        path, "file",
+        absl::StrCat("must be a string or a per-platform table, found ", TypeName(*node)));
   }
   std::vector<std::string> available;
   std::string chosen;
@@ -235,7 +244,9 @@ uint32_t MajorOf(absl::string_view version) {
   return major;
 }
 
-absl::string_view BareName(absl::string_view contract) { return contract.substr(0, contract.find('@')); }
+absl::string_view BareName(absl::string_view contract) {
+  return contract.substr(0, contract.find('@'));
+}
 
 }  // namespace
 
@@ -289,19 +300,20 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const fs::path& p
   try {
     root = toml::parse(rewritten, path.string());
   } catch (const toml::parse_error& e) {
-    return MakeError(ErrorReason::kManifestInvalid,
-                     absl::StrCat(path.string(), ":", e.source().begin.line, ":",
-                                  e.source().begin.column, ": invalid TOML: ", std::string(e.description())));
+    return MakeError(
+        ErrorReason::kManifestInvalid,
+        absl::StrCat(path.string(), ":", e.source().begin.line, ":", e.source().begin.column,
+                     ": invalid TOML: ", std::string(e.description())));
   }
 
   Manifest m;
   m.path = path;
   m.dir = path.parent_path();
-#define POLYPLUG_ASSIGN(lhs, expr)        \
-  do {                                    \
-    auto value_ = (expr);                 \
+#define POLYPLUG_ASSIGN(lhs, expr)            \
+  do {                                        \
+    auto value_ = (expr);                     \
     if (!value_.ok()) return value_.status(); \
-    lhs = *std::move(value_);             \
+    lhs = *std::move(value_);                 \
   } while (0)
   POLYPLUG_ASSIGN(m.loader, ReadString(root.get("loader"), path, "loader"));
   POLYPLUG_ASSIGN(m.name, ReadString(root.get("name"), path, "name"));
@@ -309,8 +321,7 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const fs::path& p
   POLYPLUG_ASSIGN(m.version_text, ReadString(root.get("version"), path, "version"));
   if (auto v = ParseVersion(m.version_text); v.ok()) m.version = *v;
   POLYPLUG_ASSIGN(m.file, ReadFile(root.get("file"), path));
-  POLYPLUG_ASSIGN(m.provides,
-                  ReadRefs(root.get("provides"), path, "provides", &m.reference_error));
+  POLYPLUG_ASSIGN(m.provides, ReadRefs(root.get("provides"), path, "provides", &m.reference_error));
   POLYPLUG_ASSIGN(m.bundle_dependencies, ReadRefs(root.get("bundle_dependencies"), path,
                                                   "bundle_dependencies", &m.reference_error));
   if (const toml::node* reinit = root.get("needs_reinit_on_dep_reload")) {
@@ -323,9 +334,9 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const fs::path& p
   if (const toml::node* counts = root.get("function_count")) {
     const toml::table* table = counts->as_table();
     if (table == nullptr) {
-      return FieldError(path, "function_count",
-                        absl::StrCat("must be a table of \"contract@major\" = count, found ",
-                                     TypeName(*counts)));
+      return FieldError(
+          path, "function_count",
+          absl::StrCat("must be a table of \"contract@major\" = count, found ", TypeName(*counts)));
     }
     for (const auto& [key, value] : *table) {
       std::string field = absl::StrCat("function_count.\"", std::string(key.str()), "\"");
@@ -379,11 +390,11 @@ absl::Status ValidateManifest(const Manifest& m) {
   if (m.id == 0) return FieldError(path, "id", "is required but was 0 or missing");
   const uint64_t expected = BundleId(m.name);
   if (m.id != expected) {
-    return MakeError(ErrorReason::kBundleTampered,
-                     absl::StrCat(Where(path, "id"), ": bundle \"", m.name,
-                                  "\" is tampered: expected id ", FormatBundleId(expected), " (",
-                                  expected, ", FNV-1a 64 of the name), found ",
-                                  FormatBundleId(m.id), " (", m.id, ")"));
+    return MakeError(
+        ErrorReason::kBundleTampered,
+        absl::StrCat(Where(path, "id"), ": bundle \"", m.name, "\" is tampered: expected id ",
+                     FormatBundleId(expected), " (", expected, ", FNV-1a 64 of the name), found ",
+                     FormatBundleId(m.id), " (", m.id, ")"));
   }
   if (!m.reference_error.ok()) return m.reference_error;
   if (auto v = ParseVersion(m.version_text); !v.ok()) {
@@ -398,10 +409,10 @@ absl::Status ValidateManifest(const Manifest& m) {
     if (d.contract_id != 0) {
       uint64_t canonical = GuestContractId(BareName(d.contract), MajorOf(d.min_version));
       if (canonical != d.contract_id) {
-        return FieldError(path, f + ".contract_id",
-                          absl::StrCat(d.contract_id, " is not the id of contract \"",
-                                       BareName(d.contract), "@", MajorOf(d.min_version),
-                                       "\" (expected ", canonical, ")"));
+        return FieldError(
+            path, f + ".contract_id",
+            absl::StrCat(d.contract_id, " is not the id of contract \"", BareName(d.contract), "@",
+                         MajorOf(d.min_version), "\" (expected ", canonical, ")"));
       }
     }
   }
@@ -416,10 +427,10 @@ absl::StatusOr<Manifest> LoadManifest(const fs::path& bundle_path) {
   fs::path path = dir / "manifest.toml";
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return MakeError(ErrorReason::kManifestInvalid,
-                     absl::StrCat(path.string(), ": failed to read: ",
-                                  fs::exists(path, ec) ? "permission denied or not a file"
-                                                       : "no such file"));
+    return MakeError(
+        ErrorReason::kManifestInvalid,
+        absl::StrCat(path.string(), ": failed to read: ",
+                     fs::exists(path, ec) ? "permission denied or not a file" : "no such file"));
   }
   auto size = fs::file_size(path, ec);
   if (!ec && size > kMaxManifestBytes) {

@@ -32,12 +32,18 @@ constexpr uint16_t kHostMachine = EM_NONE;
 
 std::string MachineName(uint16_t machine) {
   switch (machine) {
-    case EM_X86_64: return "x86_64";
-    case EM_386: return "i386";
-    case EM_AARCH64: return "aarch64";
-    case EM_ARM: return "arm";
-    case EM_RISCV: return "riscv";
-    default: return absl::StrCat("machine ", machine);
+    case EM_X86_64:
+      return "x86_64";
+    case EM_386:
+      return "i386";
+    case EM_AARCH64:
+      return "aarch64";
+    case EM_ARM:
+      return "arm";
+    case EM_RISCV:
+      return "riscv";
+    default:
+      return absl::StrCat("machine ", machine);
   }
 }
 
@@ -48,8 +54,9 @@ absl::Status CheckElf(const fs::path& artifact, absl::string_view bundle) {
   in.read(reinterpret_cast<char*>(&header), sizeof(header));
   const std::streamsize got = in.gcount();
   auto fail = [&](absl::string_view why) {
-    return MakeError(ErrorReason::kArtifactNotLoadable,
-                     absl::StrCat("bundle \"", bundle, "\": artifact ", artifact.string(), " ", why));
+    return MakeError(
+        ErrorReason::kArtifactNotLoadable,
+        absl::StrCat("bundle \"", bundle, "\": artifact ", artifact.string(), " ", why));
   };
   if (got < static_cast<std::streamsize>(EI_NIDENT) ||
       std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) {
@@ -106,10 +113,10 @@ NativeLoader::NativeLoader(fs::path state_dir) : state_dir_(std::move(state_dir)
 absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest) {
   const fs::path file(manifest.file);
   auto escape = [&](absl::string_view why) {
-    return MakeError(ErrorReason::kArtifactPathEscape,
-                     absl::StrCat(manifest.path.string(), ": field 'file': \"", manifest.file,
-                                  "\" ", why, "; the artifact must be inside the bundle directory ",
-                                  manifest.dir.string()));
+    return MakeError(
+        ErrorReason::kArtifactPathEscape,
+        absl::StrCat(manifest.path.string(), ": field 'file': \"", manifest.file, "\" ", why,
+                     "; the artifact must be inside the bundle directory ", manifest.dir.string()));
   };
   if (file.is_absolute()) return escape("is an absolute path");
   const fs::path dir = manifest.dir.lexically_normal();
@@ -118,14 +125,16 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
   std::error_code ec;
   fs::file_status status = fs::symlink_status(lexical, ec);
   if (!fs::exists(status)) {
-    return MakeError(ErrorReason::kArtifactMissing,
-                     absl::StrCat("bundle \"", manifest.name, "\": library not found at ",
-                                  lexical.string(), " (", manifest.path.string(), ", field 'file')"));
+    return MakeError(
+        ErrorReason::kArtifactMissing,
+        absl::StrCat("bundle \"", manifest.name, "\": library not found at ", lexical.string(),
+                     " (", manifest.path.string(), ", field 'file')"));
   }
   if (fs::is_symlink(status)) return escape("is a symlink");
   const fs::path real_dir = fs::canonical(dir, ec);
   const fs::path real_file = fs::canonical(lexical, ec);
-  if (ec || !IsWithin(real_file, real_dir)) return escape("resolves outside through a symlinked directory");
+  if (ec || !IsWithin(real_file, real_dir))
+    return escape("resolves outside through a symlinked directory");
   if (!fs::is_regular_file(real_file, ec)) {
     return MakeError(ErrorReason::kArtifactNotLoadable,
                      absl::StrCat("bundle \"", manifest.name, "\": artifact ", lexical.string(),
@@ -142,12 +151,12 @@ absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest
   // A private, never-reused path per load: glibc hands back the cached image for a path it
   // already has open, and the old image must stay loadable until its readers are gone.
   std::error_code ec;
-  const fs::path copy_dir = state_dir_ / absl::StrCat(manifest.name, "-", FormatBundleId(manifest.id));
+  const fs::path copy_dir =
+      state_dir_ / absl::StrCat(manifest.name, "-", FormatBundleId(manifest.id));
   fs::create_directories(copy_dir, ec);
   if (ec) {
-    return MakeError(ErrorReason::kInternal,
-                     absl::StrCat("cannot create state directory ", copy_dir.string(), ": ",
-                                  ec.message()));
+    return MakeError(ErrorReason::kInternal, absl::StrCat("cannot create state directory ",
+                                                          copy_dir.string(), ": ", ec.message()));
   }
   const fs::path copy = copy_dir / absl::StrCat(getpid(), "-", next_copy_.fetch_add(1), "-",
                                                 artifact->filename().string());
@@ -169,12 +178,13 @@ absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest
                      absl::StrCat("bundle \"", manifest.name, "\": cannot load ",
                                   artifact->string(), ": ", error ? error : "dlopen failed"));
   }
-  auto version_fn = reinterpret_cast<PolyplugAbiVersionFn>(
-      dlsym(library->handle_, "polyplug_abi_version"));
+  auto version_fn =
+      reinterpret_cast<PolyplugAbiVersionFn>(dlsym(library->handle_, "polyplug_abi_version"));
   if (version_fn == nullptr) {
-    return MakeError(ErrorReason::kAbiMismatch,
-                     absl::StrCat("bundle \"", manifest.name, "\": ", artifact->string(),
-                                  " does not export polyplug_abi_version; is it a polyplug bundle?"));
+    return MakeError(
+        ErrorReason::kAbiMismatch,
+        absl::StrCat("bundle \"", manifest.name, "\": ", artifact->string(),
+                     " does not export polyplug_abi_version; is it a polyplug bundle?"));
   }
   const uint32_t abi = version_fn();
   if (abi != POLYPLUG_ABI_VERSION) {

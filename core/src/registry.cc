@@ -68,10 +68,10 @@ absl::StatusOr<ContractHandle> Registry::FindInBundle(uint64_t bundle_id, uint64
       }
     }
   }
-  return MakeError(ErrorReason::kContractNotFound,
-                   absl::StrCat("bundle ", FormatBundleId(bundle_id), " provides no contract ",
-                                FormatContractId(contract_id), " with major version >= ",
-                                min_major));
+  return MakeError(
+      ErrorReason::kContractNotFound,
+      absl::StrCat("bundle ", FormatBundleId(bundle_id), " provides no contract ",
+                   FormatContractId(contract_id), " with major version >= ", min_major));
 }
 
 absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
@@ -132,18 +132,18 @@ absl::Status Registry::CheckLocked(uint64_t bundle_id,
     const uint64_t id = reg.iface.contract_id;
     if (auto it = contract_names_.find(id);
         it != contract_names_.end() && it->second != reg.contract_name) {
-      return MakeError(ErrorReason::kContractIdCollision,
-                       absl::StrCat("contract id ", FormatContractId(id), " of \"",
-                                    reg.contract_name, "\" collides with \"", it->second,
-                                    "\", which already uses it"));
+      return MakeError(
+          ErrorReason::kContractIdCollision,
+          absl::StrCat("contract id ", FormatContractId(id), " of \"", reg.contract_name,
+                       "\" collides with \"", it->second, "\", which already uses it"));
     }
     auto [it, inserted] = seen.emplace(id, &reg);
     if (!inserted) {
       if (it->second->contract_name != reg.contract_name) {
-        return MakeError(ErrorReason::kContractIdCollision,
-                         absl::StrCat("contract id ", FormatContractId(id), " of \"",
-                                      reg.contract_name, "\" collides with \"",
-                                      it->second->contract_name, "\""));
+        return MakeError(
+            ErrorReason::kContractIdCollision,
+            absl::StrCat("contract id ", FormatContractId(id), " of \"", reg.contract_name,
+                         "\" collides with \"", it->second->contract_name, "\""));
       }
       return MakeError(ErrorReason::kDuplicateProvider,
                        absl::StrCat("contract ", ContractLabel(reg.contract_name, reg.version),
@@ -194,9 +194,9 @@ absl::StatusOr<std::vector<ContractHandle>> Registry::Publish(uint64_t bundle_id
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (bundle_slots_.contains(bundle_id)) {
-      return MakeError(ErrorReason::kBundleAlreadyLoaded,
-                       absl::StrCat("bundle ", FormatBundleId(bundle_id),
-                                    " already has published contracts"));
+      return MakeError(
+          ErrorReason::kBundleAlreadyLoaded,
+          absl::StrCat("bundle ", FormatBundleId(bundle_id), " already has published contracts"));
     }
     if (absl::Status s = CheckLocked(bundle_id, staged); !s.ok()) return s;
     std::vector<uint32_t>& owned = bundle_slots_[bundle_id];

@@ -24,19 +24,32 @@ namespace fs = std::filesystem;
 
 absl::string_view AbiCodeName(PolyplugAbiErrorCode code) {
   switch (code) {
-    case POLYPLUG_ABI_OK: return "OK";
-    case POLYPLUG_ABI_GENERIC: return "GENERIC";
-    case POLYPLUG_ABI_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
-    case POLYPLUG_ABI_PANIC: return "PANIC";
-    case POLYPLUG_ABI_NOT_FOUND: return "NOT_FOUND";
-    case POLYPLUG_ABI_STALE_HANDLE: return "STALE_HANDLE";
-    case POLYPLUG_ABI_FUNCTION_NOT_AVAILABLE: return "FUNCTION_NOT_AVAILABLE";
-    case POLYPLUG_ABI_DUPLICATE_PROVIDER: return "DUPLICATE_PROVIDER";
-    case POLYPLUG_ABI_INVALID_POINTER: return "INVALID_POINTER";
-    case POLYPLUG_ABI_REENTRANT_CALL: return "REENTRANT_CALL";
-    case POLYPLUG_ABI_UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case POLYPLUG_ABI_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    default: return code >= POLYPLUG_ABI_FIRST_BUNDLE_DEFINED ? "BUNDLE_DEFINED" : "GENERIC";
+    case POLYPLUG_ABI_OK:
+      return "OK";
+    case POLYPLUG_ABI_GENERIC:
+      return "GENERIC";
+    case POLYPLUG_ABI_BUFFER_TOO_SMALL:
+      return "BUFFER_TOO_SMALL";
+    case POLYPLUG_ABI_PANIC:
+      return "PANIC";
+    case POLYPLUG_ABI_NOT_FOUND:
+      return "NOT_FOUND";
+    case POLYPLUG_ABI_STALE_HANDLE:
+      return "STALE_HANDLE";
+    case POLYPLUG_ABI_FUNCTION_NOT_AVAILABLE:
+      return "FUNCTION_NOT_AVAILABLE";
+    case POLYPLUG_ABI_DUPLICATE_PROVIDER:
+      return "DUPLICATE_PROVIDER";
+    case POLYPLUG_ABI_INVALID_POINTER:
+      return "INVALID_POINTER";
+    case POLYPLUG_ABI_REENTRANT_CALL:
+      return "REENTRANT_CALL";
+    case POLYPLUG_ABI_UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case POLYPLUG_ABI_INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    default:
+      return code >= POLYPLUG_ABI_FIRST_BUNDLE_DEFINED ? "BUNDLE_DEFINED" : "GENERIC";
   }
 }
 
@@ -114,7 +127,9 @@ class Runtime::Impl {
   };
 
   Impl(Runtime* runtime, fs::path state_dir, bool owns_state_dir)
-      : runtime_(runtime), loader_(state_dir), state_dir_(std::move(state_dir)),
+      : runtime_(runtime),
+        loader_(state_dir),
+        state_dir_(std::move(state_dir)),
         owns_state_dir_(owns_state_dir) {
     api_.runtime = this;
     api_.register_guest_contract = &Impl::ApiRegister;
@@ -197,9 +212,10 @@ class Runtime::Impl {
     {
       std::lock_guard<std::mutex> lock(bundles_mu_);
       if (auto it = bundles_.find(manifest->id); it != bundles_.end()) {
-        return MakeError(ErrorReason::kBundleAlreadyLoaded,
-                         absl::StrCat("bundle \"", manifest->name, "\" (", FormatBundleId(manifest->id),
-                                      ") is already loaded from ", it->second.manifest.dir.string()));
+        return MakeError(
+            ErrorReason::kBundleAlreadyLoaded,
+            absl::StrCat("bundle \"", manifest->name, "\" (", FormatBundleId(manifest->id),
+                         ") is already loaded from ", it->second.manifest.dir.string()));
       }
     }
     auto artifact = NativeLoader::ResolveArtifact(*manifest);
@@ -258,8 +274,8 @@ class Runtime::Impl {
     absl::Status status;
     if (result.code != POLYPLUG_ABI_OK) {
       status = MakeError(ErrorReason::kInitFailed,
-                         absl::StrCat("bundle \"", manifest.name, "\": polyplug_init failed: ",
-                                      DescribeAbiError(result)));
+                         absl::StrCat("bundle \"", manifest.name,
+                                      "\": polyplug_init failed: ", DescribeAbiError(result)));
     } else if (!frame.error.ok()) {
       status = frame.error;
     } else {
@@ -305,11 +321,11 @@ class Runtime::Impl {
       std::string key = absl::StrCat(reg.contract_name, "@", reg.version.major);
       if (auto it = manifest.function_count.find(key);
           it != manifest.function_count.end() && it->second != reg.iface.function_count) {
-        return MakeError(ErrorReason::kProvidesMismatch,
-                         absl::StrCat(manifest.path.string(), ": field 'function_count.\"", key,
-                                      "\"': the manifest says ", it->second,
-                                      " functions, the bundle registered ",
-                                      reg.iface.function_count));
+        return MakeError(
+            ErrorReason::kProvidesMismatch,
+            absl::StrCat(manifest.path.string(), ": field 'function_count.\"", key,
+                         "\"': the manifest says ", it->second,
+                         " functions, the bundle registered ", reg.iface.function_count));
       }
     }
     return runtime_->registry_.Check(manifest.id, staged);
@@ -319,7 +335,8 @@ class Runtime::Impl {
     if (!library) return;
     std::string warning = library->Close();
     if (!warning.empty()) {
-      runtime_->Log(LogLevel::kWarn, "loader.native", absl::StrCat("bundle \"", bundle, "\": ", warning));
+      runtime_->Log(LogLevel::kWarn, "loader.native",
+                    absl::StrCat("bundle \"", bundle, "\": ", warning));
     }
   }
 
@@ -381,8 +398,8 @@ class Runtime::Impl {
       event.reload_id = reload_id;
       event.parent_reload_id = parent_id;
       event.root_reload_id = root_id;
-      event.reason = ReasonOf(error) == ErrorReason::kUnspecified ? ErrorReason::kInternal
-                                                                  : ReasonOf(error);
+      event.reason =
+          ReasonOf(error) == ErrorReason::kUnspecified ? ErrorReason::kInternal : ReasonOf(error);
       event.message = std::string(error.message());
       Emit(ctx, std::move(event));
       return error;
@@ -392,11 +409,15 @@ class Runtime::Impl {
     if (!manifest.ok()) return fail(manifest.status());
     manifest->dir = current.dir;
     if (manifest->id != bundle_id) {
-      return fail(MakeError(ErrorReason::kManifestInvalid,
-                            absl::StrCat(manifest->path.string(), ": field 'name': the bundle "
-                                         "was loaded as \"", current.name, "\" but the manifest "
-                                         "now says \"", manifest->name,
-                                         "\"; unload and load to rename a bundle")));
+      return fail(
+          MakeError(ErrorReason::kManifestInvalid,
+                    absl::StrCat(manifest->path.string(),
+                                 ": field 'name': the bundle "
+                                 "was loaded as \"",
+                                 current.name,
+                                 "\" but the manifest "
+                                 "now says \"",
+                                 manifest->name, "\"; unload and load to rename a bundle")));
     }
     // Step 4: loader lookup; no callback when it cannot hot reload.
     if (manifest->loader != NativeLoader::kName) return NoLoader(*manifest);
@@ -424,9 +445,9 @@ class Runtime::Impl {
     // Step 12: swap into the old slots, keeping generations.
     if (absl::Status s = runtime_->registry_.Swap(bundle_id, std::move(staged)); !s.ok()) {
       CloseLibrary(std::move(library), manifest->name);
-      return fail(MakeError(ErrorReason::kSwapFailed,
-                            absl::StrCat("bundle \"", manifest->name, "\": swap failed: ",
-                                         s.message())));
+      return fail(
+          MakeError(ErrorReason::kSwapFailed,
+                    absl::StrCat("bundle \"", manifest->name, "\": swap failed: ", s.message())));
     }
     std::unique_ptr<NativeLibrary> old_library;
     {
@@ -486,7 +507,8 @@ class Runtime::Impl {
 
   std::vector<uint64_t> DependentsOfLocked(uint64_t bundle_id) {
     absl::flat_hash_set<uint64_t> exported;
-    for (const ContractEntry& e : runtime_->registry_.ListBundle(bundle_id)) exported.insert(e.contract_id);
+    for (const ContractEntry& e : runtime_->registry_.ListBundle(bundle_id))
+      exported.insert(e.contract_id);
     if (auto it = bundles_.find(bundle_id); it != bundles_.end()) {
       for (const ContractRef& ref : it->second.manifest.provides) {
         exported.insert(GuestContractId(ref.name, ref.major()));
@@ -521,7 +543,8 @@ class Runtime::Impl {
       std::vector<std::string> dependents;
       {
         std::lock_guard<std::mutex> lock(bundles_mu_);
-        for (uint64_t d : DependentsOfLocked(id)) dependents.push_back(bundles_.at(d).manifest.name);
+        for (uint64_t d : DependentsOfLocked(id))
+          dependents.push_back(bundles_.at(d).manifest.name);
       }
       if (!dependents.empty()) {
         std::sort(dependents.begin(), dependents.end());
@@ -544,7 +567,8 @@ class Runtime::Impl {
     std::vector<std::pair<std::string, uint64_t>> dependents;
     {
       std::lock_guard<std::mutex> lock(bundles_mu_);
-      for (uint64_t d : DependentsOfLocked(id)) dependents.push_back({bundles_.at(d).manifest.name, d});
+      for (uint64_t d : DependentsOfLocked(id))
+        dependents.push_back({bundles_.at(d).manifest.name, d});
     }
     std::sort(dependents.begin(), dependents.end());
     for (const auto& d : dependents) UnloadCascade(d.second, ctx, visited, unloaded);
@@ -602,9 +626,10 @@ class Runtime::Impl {
     }
     PolyplugAbiError error = iface.create_instance(iface.user_data, &api_, args, &instance);
     if (error.code != POLYPLUG_ABI_OK) {
-      return MakeError(ErrorReason::kInvalidArgument,
-                       absl::StrCat("create_instance of contract ", FormatContractId(iface.contract_id),
-                                    " failed: ", DescribeAbiError(error)));
+      return MakeError(
+          ErrorReason::kInvalidArgument,
+          absl::StrCat("create_instance of contract ", FormatContractId(iface.contract_id),
+                       " failed: ", DescribeAbiError(error)));
     }
     instance.contract_id = iface.contract_id;
     if (instance.data != nullptr) {
@@ -628,7 +653,8 @@ class Runtime::Impl {
     auto entries = runtime_->registry_.ListBundle(bundle_id);
     std::lock_guard<std::mutex> lock(instances_mu_);
     for (const ContractEntry& e : entries) {
-      if (auto it = instance_counts_.find(e.contract_id); it != instance_counts_.end()) total += it->second;
+      if (auto it = instance_counts_.find(e.contract_id); it != instance_counts_.end())
+        total += it->second;
     }
     return total;
   }
@@ -659,7 +685,8 @@ class Runtime::Impl {
       info.declared_dependencies = b.declared;
       info.reload_count = b.reload_count;
     }
-    for (const ContractEntry& e : runtime_->registry_.ListBundle(id)) info.slots.push_back(e.handle);
+    for (const ContractEntry& e : runtime_->registry_.ListBundle(id))
+      info.slots.push_back(e.handle);
     return info;
   }
 
@@ -732,8 +759,8 @@ class Runtime::Impl {
     event.registry_revision = runtime_->registry_.revision();
     PhaseEvent stored = runtime_->journal_.Append(std::move(event));
     runtime_->Log(LogLevel::kDebug, "journal",
-                  absl::StrCat(PhaseName(stored.phase), " ", stored.bundle_name, " seq=", stored.seq,
-                               stored.message.empty() ? "" : ": ", stored.message));
+                  absl::StrCat(PhaseName(stored.phase), " ", stored.bundle_name, " seq=",
+                               stored.seq, stored.message.empty() ? "" : ": ", stored.message));
     ctx.events.push_back(std::move(stored));
   }
 
@@ -755,18 +782,19 @@ class Runtime::Impl {
                           "register_guest_contract is only valid inside polyplug_init");
       return;
     }
-    auto reject = [&](PolyplugAbiErrorCode code, absl::string_view static_text,
-                      ErrorReason reason, std::string detail) {
+    auto reject = [&](PolyplugAbiErrorCode code, absl::string_view static_text, ErrorReason reason,
+                      std::string detail) {
       *out_err = AbiError(code, static_text);
       if (frame->error.ok()) {
         frame->error = MakeError(reason, absl::StrCat("bundle \"", frame->bundle_name,
                                                       "\": register_guest_contract: ", detail));
       }
     };
-    absl::string_view contract(descriptor->contract_name.ptr == nullptr ? "" : descriptor->contract_name.ptr,
-                              descriptor->contract_name.len);
+    absl::string_view contract(
+        descriptor->contract_name.ptr == nullptr ? "" : descriptor->contract_name.ptr,
+        descriptor->contract_name.len);
     absl::string_view plugin(descriptor->name.ptr == nullptr ? "" : descriptor->name.ptr,
-                            descriptor->name.len);
+                             descriptor->name.len);
     if (contract.empty() || !IsValidUtf8(contract) || !IsValidUtf8(plugin)) {
       reject(POLYPLUG_ABI_INVALID_ARGUMENT, "contract name is empty or not valid UTF-8",
              ErrorReason::kInvalidArgument, "the contract name is empty or not valid UTF-8");
@@ -774,7 +802,8 @@ class Runtime::Impl {
     }
     const PolyplugVersion v = descriptor->version;
     if (iface->dispatch_type != POLYPLUG_DISPATCH_NATIVE) {
-      reject(POLYPLUG_ABI_INVALID_ARGUMENT, "unsupported dispatch type", ErrorReason::kInvalidArgument,
+      reject(POLYPLUG_ABI_INVALID_ARGUMENT, "unsupported dispatch type",
+             ErrorReason::kInvalidArgument,
              absl::StrCat("contract \"", contract, "\" uses dispatch type ", iface->dispatch_type,
                           "; only native (0) is supported"));
       return;
@@ -783,7 +812,8 @@ class Runtime::Impl {
         (iface->function_count > 0 && iface->functions == nullptr)) {
       reject(POLYPLUG_ABI_INVALID_POINTER, "null create/destroy/functions",
              ErrorReason::kInvalidArgument,
-             absl::StrCat("contract \"", contract, "\" has a null create_instance, destroy_instance "
+             absl::StrCat("contract \"", contract,
+                          "\" has a null create_instance, destroy_instance "
                           "or function table"));
       return;
     }
@@ -826,7 +856,8 @@ class Runtime::Impl {
     Impl* impl = From(self);
     if (impl == nullptr) return null_handle;
     // Inside an init window only declared dependencies are visible (reference 3.4).
-    if (InitFrame* frame = impl->CurrentFrame(); frame != nullptr && !frame->declared.contains(contract_id)) {
+    if (InitFrame* frame = impl->CurrentFrame();
+        frame != nullptr && !frame->declared.contains(contract_id)) {
       return null_handle;
     }
     auto handle = impl->runtime_->registry_.Find(contract_id, min_major);
@@ -855,7 +886,8 @@ class Runtime::Impl {
     return AbiError(POLYPLUG_ABI_OK, "");
   }
 
-  static void ApiDestroyInstance(const PolyplugHostApi* self, const PolyplugGuestContractInterface* iface,
+  static void ApiDestroyInstance(const PolyplugHostApi* self,
+                                 const PolyplugGuestContractInterface* iface,
                                  PolyplugGuestContractInstance instance) {
     Impl* impl = From(self);
     if (impl == nullptr || iface == nullptr) return;
@@ -869,9 +901,10 @@ class Runtime::Impl {
     LogLevel l = level >= POLYPLUG_LOG_ERROR && level <= POLYPLUG_LOG_TRACE
                      ? static_cast<LogLevel>(level)
                      : LogLevel::kError;
-    absl::string_view s(scope.ptr == nullptr ? "" : scope.ptr, scope.ptr == nullptr ? 0 : scope.len);
+    absl::string_view s(scope.ptr == nullptr ? "" : scope.ptr,
+                        scope.ptr == nullptr ? 0 : scope.len);
     absl::string_view m(message.ptr == nullptr ? "" : message.ptr,
-                       message.ptr == nullptr ? 0 : message.len);
+                        message.ptr == nullptr ? 0 : message.len);
     impl->runtime_->Log(l, absl::StrCat("bundle:", s), m);
   }
 
@@ -970,7 +1003,9 @@ void Runtime::DestroyInstance(const PolyplugGuestContractInterface& iface,
 
 std::vector<BundleInfo> Runtime::ListBundles() const { return impl_->List(); }
 
-absl::StatusOr<BundleInfo> Runtime::GetBundle(absl::string_view name) const { return impl_->Get(name); }
+absl::StatusOr<BundleInfo> Runtime::GetBundle(absl::string_view name) const {
+  return impl_->Get(name);
+}
 
 const fs::path& Runtime::state_dir() const { return impl_->state_dir(); }
 

@@ -31,8 +31,8 @@ absl::StatusOr<Version> ParseVersion(absl::string_view text) {
   uint32_t* fields[] = {&v.major, &v.minor, &v.patch};
   for (size_t i = 0; i < parts.size() && i < 3; ++i) {
     if (!ParseU32(parts[i], fields[i])) {
-      return absl::InvalidArgumentError(absl::StrCat("version \"", text, "\" has a non-numeric component \"",
-                                                     parts[i], "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("version \"", text, "\" has a non-numeric component \"", parts[i], "\""));
     }
   }
   return v;
@@ -64,12 +64,12 @@ absl::StatusOr<ContractRef> ParseContractRef(absl::string_view text) {
     return ref;
   }
   if (version.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" has an empty version after '@'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\" has an empty version after '@'"));
   }
   auto parsed = ParseVersion(version);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("\"", text, "\": ", parsed.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": ", parsed.status().message()));
   }
   ref.version = *parsed;
   return ref;

@@ -31,7 +31,8 @@ void CopyBundleFiles(const fs::path& from, const fs::path& to) {
   fs::create_directories(to);
   for (const auto& entry : fs::directory_iterator(from)) {
     if (entry.is_regular_file()) {
-      fs::copy_file(entry.path(), to / entry.path().filename(), fs::copy_options::overwrite_existing);
+      fs::copy_file(entry.path(), to / entry.path().filename(),
+                    fs::copy_options::overwrite_existing);
     }
   }
 }
@@ -48,11 +49,12 @@ std::string Call(Runtime& runtime, const std::string& contract, const std::strin
   if (!instance.ok()) return "<" + std::string(instance.status().message()) + ">";
   std::string response;
   PolyplugByteSink sink{&response, [](void* ctx, const uint8_t* data, size_t len) {
-                          static_cast<std::string*>(ctx)->append(reinterpret_cast<const char*>(data), len);
+                          static_cast<std::string*>(ctx)->append(
+                              reinterpret_cast<const char*>(data), len);
                         }};
-  PolyplugAbiError error = (*iface)->invoke(
-      (*iface)->user_data, *instance, {method.data(), method.size()},
-      {reinterpret_cast<const uint8_t*>(request.data()), request.size()}, &sink);
+  PolyplugAbiError error =
+      (*iface)->invoke((*iface)->user_data, *instance, {method.data(), method.size()},
+                       {reinterpret_cast<const uint8_t*>(request.data()), request.size()}, &sink);
   runtime.DestroyInstance(**iface, *instance);
   if (error.code != POLYPLUG_ABI_OK) {
     return "<error " + std::to_string(error.code) + ": " +
@@ -62,8 +64,10 @@ std::string Call(Runtime& runtime, const std::string& contract, const std::strin
 }
 
 void Show(Runtime& runtime) {
-  std::printf("    greeter.greet(\"developer\") -> %s\n", Call(runtime, "example.greeter", "greet", "developer").c_str());
-  std::printf("    shouter.shout(\"developer\") -> %s\n", Call(runtime, "example.shouter", "shout", "developer").c_str());
+  std::printf("    greeter.greet(\"developer\") -> %s\n",
+              Call(runtime, "example.greeter", "greet", "developer").c_str());
+  std::printf("    shouter.shout(\"developer\") -> %s\n",
+              Call(runtime, "example.shouter", "shout", "developer").c_str());
 }
 
 }  // namespace
@@ -85,13 +89,14 @@ int main(int argc, char** argv) {
   std::printf("host epoch %llu, bundle root %s\n",
               static_cast<unsigned long long>(runtime.host_epoch()), root.c_str());
   runtime.AddPhaseCallback([](const PolyplugReloadPhase&, const PhaseEvent& e) {
-    std::printf("  [seq %llu] %-9s %s %s%s%s\n", static_cast<unsigned long long>(e.seq),
-                std::string(polyplug::core::PhaseName(e.phase)).c_str(), e.bundle_name.c_str(),
-                e.bundle_version.ToString().c_str(),
-                e.reason == polyplug::core::ErrorReason::kUnspecified ? "" : " reason=",
-                e.reason == polyplug::core::ErrorReason::kUnspecified
-                    ? ""
-                    : (std::string(polyplug::core::ReasonToken(e.reason)) + ": " + e.message).c_str());
+    std::printf(
+        "  [seq %llu] %-9s %s %s%s%s\n", static_cast<unsigned long long>(e.seq),
+        std::string(polyplug::core::PhaseName(e.phase)).c_str(), e.bundle_name.c_str(),
+        e.bundle_version.ToString().c_str(),
+        e.reason == polyplug::core::ErrorReason::kUnspecified ? "" : " reason=",
+        e.reason == polyplug::core::ErrorReason::kUnspecified
+            ? ""
+            : (std::string(polyplug::core::ReasonToken(e.reason)) + ": " + e.message).c_str());
   });
 
   std::printf("\n1. discover and load (providers first)\n");
@@ -109,7 +114,8 @@ int main(int argc, char** argv) {
   std::ofstream(root / "greeter" / "libgreeter.so", std::ios::trunc) << "not a shared object";
   outcome = runtime.ReloadBundleByName("greeter");
   Check(outcome.status(), "reload");
-  std::printf("    outcome: %s\n", outcome->ok() ? "RELOADED" : std::string(outcome->status.message()).c_str());
+  std::printf("    outcome: %s\n",
+              outcome->ok() ? "RELOADED" : std::string(outcome->status.message()).c_str());
   Show(runtime);
 
   std::printf("\n4. unload greeter with its dependents\n");

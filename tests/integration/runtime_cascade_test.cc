@@ -112,9 +112,8 @@ TEST_F(RuntimeCascadeTest, ReloadingTheMiddleCascadesOnlyDownstream) {
   absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(dir_b_);
   ASSERT_THAT(outcome.status(), IsOk());
   ASSERT_TRUE(outcome->ok()) << outcome->status;
-  EXPECT_THAT(Describe(recorder().events()),
-              ElementsAre("PREPARING chain_b", "PREPARING chain_c", "RELOADED chain_c",
-                          "RELOADED chain_b"));
+  EXPECT_THAT(Describe(recorder().events()), ElementsAre("PREPARING chain_b", "PREPARING chain_c",
+                                                         "RELOADED chain_c", "RELOADED chain_b"));
   ASSERT_NO_FATAL_FAILURE(ExpectChainWorks());
 }
 
@@ -132,9 +131,8 @@ TEST_F(RuntimeCascadeTest, DependentWithoutTheOptInIsNotReloaded) {
   absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(dir_a_);
   ASSERT_THAT(outcome.status(), IsOk());
   ASSERT_TRUE(outcome->ok()) << outcome->status;
-  EXPECT_THAT(Describe(recorder().events()),
-              ElementsAre("PREPARING chain_a", "PREPARING chain_b", "RELOADED chain_b",
-                          "RELOADED chain_a"));
+  EXPECT_THAT(Describe(recorder().events()), ElementsAre("PREPARING chain_a", "PREPARING chain_b",
+                                                         "RELOADED chain_b", "RELOADED chain_a"));
   EXPECT_EQ(runtime().GetBundle("chain_c")->reload_count, 0u);
   ASSERT_NO_FATAL_FAILURE(ExpectChainWorks());
 }
@@ -203,8 +201,7 @@ TEST_F(RuntimeCascadeTest, CycleReloadTerminates) {
   EXPECT_EQ(events[1].root_reload_id, events[0].reload_id);
 
   for (const char* contract : {"cycle.x", "cycle.y"}) {
-    EXPECT_THAT(runtime().Find(core::GuestContractId(contract, 1), 1).status(), IsOk())
-        << contract;
+    EXPECT_THAT(runtime().Find(core::GuestContractId(contract, 1), 1).status(), IsOk()) << contract;
   }
 }
 

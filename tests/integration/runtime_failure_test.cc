@@ -41,12 +41,18 @@ std::vector<LoadFailureCase> Cases() {
   return {
       {"NoInit", Plain("no_init"), ErrorReason::kInitSymbolMissing, {"no_init"}},
       {"WrongAbi", Plain("wrong_abi"), ErrorReason::kAbiMismatch, {"wrong_abi"}},
-      {"InitFails", Plain("init_fails"), ErrorReason::kInitFailed,
+      {"InitFails",
+       Plain("init_fails"),
+       ErrorReason::kInitFailed,
        {"init_fails: refused on purpose"}},
       {"InitThrows", Plain("init_throws"), ErrorReason::kInitFailed, {"thrown on purpose"}},
-      {"ProvidesExtra", Plain("provides_extra"), ErrorReason::kProvidesMismatch,
+      {"ProvidesExtra",
+       Plain("provides_extra"),
+       ErrorReason::kProvidesMismatch,
        {"test.undeclared"}},
-      {"ProvidesMissing", Plain("provides_missing"), ErrorReason::kProvidesMismatch,
+      {"ProvidesMissing",
+       Plain("provides_missing"),
+       ErrorReason::kProvidesMismatch,
        {"test.declared_b"}},
       {"FileEscapesWithDotDot",
        [](const fs::path& root) {
@@ -56,7 +62,8 @@ std::vector<LoadFailureCase> Cases() {
          ReplaceInFile(dir / "manifest.toml", "\"libcounter.so\"", "\"../x.so\"");
          return dir;
        },
-       ErrorReason::kArtifactPathEscape, {"../x.so"}},
+       ErrorReason::kArtifactPathEscape,
+       {"../x.so"}},
       {"FileIsASymlinkLeadingOut",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
@@ -65,56 +72,64 @@ std::vector<LoadFailureCase> Cases() {
          fs::create_symlink(root / "outside" / "libcounter.so", dir / "libcounter.so");
          return dir;
        },
-       ErrorReason::kArtifactPathEscape, {"libcounter.so"}},
+       ErrorReason::kArtifactPathEscape,
+       {"libcounter.so"}},
       {"ArtifactMissing",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          fs::remove(dir / "libcounter.so");
          return dir;
        },
-       ErrorReason::kArtifactMissing, {"libcounter.so"}},
+       ErrorReason::kArtifactMissing,
+       {"libcounter.so"}},
       {"ArtifactIsNotElf",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          WriteFile(dir / "libcounter.so", "#!/bin/sh\necho this is not a shared object\n");
          return dir;
        },
-       ErrorReason::kArtifactNotLoadable, {}},
+       ErrorReason::kArtifactNotLoadable,
+       {}},
       {"ArtifactIsTruncated",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          WriteFile(dir / "libcounter.so", ReadFile(dir / "libcounter.so").substr(0, 64));
          return dir;
        },
-       ErrorReason::kArtifactNotLoadable, {}},
+       ErrorReason::kArtifactNotLoadable,
+       {}},
       {"TamperedId",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          ReplaceInFile(dir / "manifest.toml", DecimalId(BundleId("counter")), "12345");
          return dir;
        },
-       ErrorReason::kBundleTampered, {HexId(BundleId("counter")), HexId(12345)}},
+       ErrorReason::kBundleTampered,
+       {HexId(BundleId("counter")), HexId(12345)}},
       {"MalformedManifest",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          WriteFile(dir / "manifest.toml", "loader = \"native\"\nname = [unterminated\n");
          return dir;
        },
-       ErrorReason::kManifestInvalid, {"manifest.toml"}},
+       ErrorReason::kManifestInvalid,
+       {"manifest.toml"}},
       {"NoManifest",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          fs::remove(dir / "manifest.toml");
          return dir;
        },
-       ErrorReason::kManifestInvalid, {"manifest.toml"}},
+       ErrorReason::kManifestInvalid,
+       {"manifest.toml"}},
       {"UnknownLoader",
        [](const fs::path& root) {
          const fs::path dir = CopyTestBundle("counter_v1", root);
          ReplaceInFile(dir / "manifest.toml", "\"native\"", "\"lua\"");
          return dir;
        },
-       ErrorReason::kNoLoader, {"lua"}},
+       ErrorReason::kNoLoader,
+       {"lua"}},
   };
 }
 
@@ -167,8 +182,7 @@ TEST_F(RuntimeLoadTwiceTest, LoadingTheSameBundleTwiceIsRefused) {
   EXPECT_THAT(runtime().LoadBundle(dir).status(), HasReason(ErrorReason::kBundleAlreadyLoaded));
   // Another copy of the same bundle has the same name, hence the same id.
   const fs::path second = CopyBundle(TestBundleDir("counter_v2"), bundles() / "second");
-  EXPECT_THAT(runtime().LoadBundle(second).status(),
-              HasReason(ErrorReason::kBundleAlreadyLoaded));
+  EXPECT_THAT(runtime().LoadBundle(second).status(), HasReason(ErrorReason::kBundleAlreadyLoaded));
 
   EXPECT_THAT(recorder().events(), IsEmpty());
   EXPECT_EQ(runtime().registry().revision(), revision_before);

@@ -128,8 +128,8 @@ TEST_F(RuntimeInstancesTest, InstancesDestroyedAtPreparingDoNotWarn) {
 
   // The host protocol: PREPARING is the moment to destroy instances of the bundle.
   uint64_t live_at_preparing = 0;
-  const core::EventJournal::ListenerId id = runtime().AddPhaseCallback(
-      [&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
+  const core::EventJournal::ListenerId id =
+      runtime().AddPhaseCallback([&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
         if (event.phase != Phase::kPreparing) return;
         live_at_preparing = event.live_instances;
         Destroy(first);
@@ -160,14 +160,13 @@ TEST_F(RuntimeInstancesTest, UnloadOverALiveInstanceReportsIt) {
   const PolyplugGuestContractInstance instance = Create();
   ASSERT_FALSE(HasFailure());
   uint64_t live_at_unloading = 0;
-  const core::EventJournal::ListenerId id = runtime().AddPhaseCallback(
-      [&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
+  const core::EventJournal::ListenerId id =
+      runtime().AddPhaseCallback([&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
         if (event.phase != Phase::kUnloading) return;
         live_at_unloading = event.live_instances;
         Destroy(instance);  // the last moment the code behind it is still mapped
       });
-  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(),
-              IsOk());
+  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
   runtime().RemovePhaseCallback(id);
   EXPECT_EQ(live_at_unloading, 1u);
   EXPECT_THAT(LiveInstanceWarnings(), IsEmpty()) << ToString(log().lines());

@@ -111,8 +111,7 @@ TEST_F(RuntimeLoadTest, StatelessBundleLoadsAndAnswers) {
 
 TEST_F(RuntimeLoadTest, CleanLoadAndUnloadLogNoWarnings) {
   ASSERT_THAT(runtime().LoadBundle(Copy("counter_v1")).status(), IsOk());
-  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(),
-              IsOk());
+  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
   EXPECT_THAT(log().Warnings(), IsEmpty()) << ToString(log().Warnings());
 }
 

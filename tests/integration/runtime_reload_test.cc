@@ -186,8 +186,7 @@ TEST_F(RuntimeReloadTest, HotReloadDisabledRefusesWithoutAnyEvent) {
   EXPECT_EQ(*version, 1);
 
   // Unload does not need hot reload (reference 5.7).
-  EXPECT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(),
-              IsOk());
+  EXPECT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
 }
 
 TEST_F(RuntimeReloadTest, ReloadOfAnUnknownBundleIsBundleNotFoundWithoutAnyEvent) {
@@ -204,8 +203,7 @@ TEST_F(RuntimeReloadTest, ReloadOfAnUnknownBundleIsBundleNotFoundWithoutAnyEvent
 
 TEST_F(RuntimeReloadTest, ReloadAfterUnloadIsBundleNotFound) {
   ASSERT_NO_FATAL_FAILURE(LoadCounterV1());
-  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(),
-              IsOk());
+  ASSERT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
   recorder().Clear();
   EXPECT_THAT(runtime().ReloadBundle(dir_).status(), HasReason(ErrorReason::kBundleNotFound));
   EXPECT_THAT(runtime().ReloadBundleByName("counter").status(),
@@ -220,8 +218,8 @@ TEST_F(RuntimeReloadTest, PhaseCallbackMayLookUpButNotMutate) {
   absl::Status lookup_in_callback = absl::UnknownError("callback never ran");
   absl::Status reload_in_callback = absl::UnknownError("callback never ran");
   absl::Status unload_in_callback = absl::UnknownError("callback never ran");
-  const core::EventJournal::ListenerId id = runtime().AddPhaseCallback(
-      [&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
+  const core::EventJournal::ListenerId id =
+      runtime().AddPhaseCallback([&](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
         if (event.phase != Phase::kPreparing) return;
         lookup_in_callback = CallFn0(runtime(), handle_).status();
         reload_in_callback = runtime().ReloadBundleByName("counter").status();

@@ -5,13 +5,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <latch>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "polyplug/core/ids.h"
@@ -35,25 +35,25 @@ constexpr int kReaders = 8;
 class Problems {
  public:
   void Add(std::string problem) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     ++count_;
     if (problems_.size() < 10) problems_.push_back(std::move(problem));
   }
   int count() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     return count_;
   }
   std::string ToString() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     std::string out;
     for (const std::string& p : problems_) absl::StrAppend(&out, "  ", p, "\n");
     return out;
   }
 
  private:
-  mutable absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;              // not absl::Mutex: see EventRecorder
+  int count_ = 0;                      // guarded by mu_
+  std::vector<std::string> problems_;  // guarded by mu_
 };
 
 using RuntimeStressTest = RuntimeTest;
@@ -173,9 +173,9 @@ TEST_F(RuntimeStressTest, LoadUnloadChurnWhileReading) {
       do {
         absl::StatusOr<int32_t> counter = CallFn0(runtime(), "test.counter", 1);
         if (!counter.ok() || *counter != 1) {
-          problems.Add(absl::StrCat("reader ", r, ": counter: ",
-                                    counter.ok() ? absl::StrCat(*counter)
-                                                 : counter.status().ToString()));
+          problems.Add(absl::StrCat(
+              "reader ", r,
+              ": counter: ", counter.ok() ? absl::StrCat(*counter) : counter.status().ToString()));
         }
         absl::StatusOr<int32_t> answer = CallFn0(runtime(), "test.stateless", 1);
         if (answer.ok()) {

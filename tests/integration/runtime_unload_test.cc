@@ -105,8 +105,7 @@ TEST_F(RuntimeUnloadTest, UnloadOfAProviderInUseIsRefused) {
   // The dependent itself can go, and then the provider.
   ASSERT_THAT(runtime().UnloadBundle("chain_b", UnloadMode::kRefuseIfInUse).status(), IsOk());
   ASSERT_THAT(runtime().UnloadBundle("chain_a", UnloadMode::kRefuseIfInUse).status(), IsOk());
-  EXPECT_THAT(Describe(recorder().events()),
-              ElementsAre("UNLOADING chain_b", "UNLOADING chain_a"));
+  EXPECT_THAT(Describe(recorder().events()), ElementsAre("UNLOADING chain_b", "UNLOADING chain_a"));
 }
 
 TEST_F(RuntimeUnloadTest, CascadeUnloadsDependentsFirst) {

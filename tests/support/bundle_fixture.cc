@@ -41,8 +41,7 @@ namespace {
 
 bool IsBundleFile(const fs::directory_entry& entry) {
   const fs::path name = entry.path().filename();
-  return entry.is_regular_file() &&
-         (name == "manifest.toml" || name.extension() == ".so");
+  return entry.is_regular_file() && (name == "manifest.toml" || name.extension() == ".so");
 }
 
 }  // namespace
@@ -124,12 +123,12 @@ EventRecorder::EventRecorder(core::Runtime& runtime) : runtime_(runtime) {
         recorded.event = event;
         recorded.abi_phase_type = phase.phase_type;
         recorded.abi_bundle_id = phase.bundle_id;
-        recorded.abi_bundle_name.assign(phase.bundle_name.ptr == nullptr ? "" : phase.bundle_name.ptr,
-                                        phase.bundle_name.len);
+        recorded.abi_bundle_name.assign(
+            phase.bundle_name.ptr == nullptr ? "" : phase.bundle_name.ptr, phase.bundle_name.len);
         if (phase.reason.ptr != nullptr) {
           recorded.abi_reason.emplace(phase.reason.ptr, phase.reason.len);
         }
-        absl::MutexLock lock(&mu_);
+        std::lock_guard<std::mutex> lock(mu_);
         recorded_.push_back(std::move(recorded));
       });
 }
@@ -137,7 +136,7 @@ EventRecorder::EventRecorder(core::Runtime& runtime) : runtime_(runtime) {
 EventRecorder::~EventRecorder() { runtime_.RemovePhaseCallback(id_); }
 
 std::vector<core::PhaseEvent> EventRecorder::events() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<core::PhaseEvent> events;
   events.reserve(recorded_.size());
   for (const RecordedPhase& r : recorded_) events.push_back(r.event);
@@ -145,23 +144,23 @@ std::vector<core::PhaseEvent> EventRecorder::events() const {
 }
 
 std::vector<RecordedPhase> EventRecorder::recorded() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return recorded_;
 }
 
 size_t EventRecorder::size() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return recorded_.size();
 }
 
 void EventRecorder::Clear() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   recorded_.clear();
 }
 
 std::vector<core::PhaseEvent> EventRecorder::Take() {
   std::vector<core::PhaseEvent> taken = events();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   recorded_.erase(recorded_.begin(), recorded_.begin() + static_cast<ptrdiff_t>(taken.size()));
   return taken;
 }
@@ -183,21 +182,21 @@ void PrintTo(const LogLine& line, std::ostream* os) {
 
 core::LogSink LogRecorder::Sink() {
   return [this](core::LogLevel level, absl::string_view scope, absl::string_view message) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     lines_.push_back({level, std::string(scope), std::string(message)});
   };
 }
 
 std::vector<LogLine> LogRecorder::lines() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return lines_;
 }
 
 std::vector<LogLine> LogRecorder::Matching(core::LogLevel level, absl::string_view needle) const {
   std::vector<LogLine> out;
   for (const LogLine& line : lines()) {
-    if (line.level == level && (ContainsIgnoreCase(line.message, needle) ||
-                                ContainsIgnoreCase(line.scope, needle))) {
+    if (line.level == level &&
+        (ContainsIgnoreCase(line.message, needle) || ContainsIgnoreCase(line.scope, needle))) {
       out.push_back(line);
     }
   }
@@ -215,7 +214,7 @@ std::vector<LogLine> LogRecorder::Warnings() const {
 }
 
 void LogRecorder::Clear() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   lines_.clear();
 }
 
@@ -242,11 +241,9 @@ absl::StatusOr<int32_t> CallFn0(const core::Runtime& runtime, core::ContractHand
   PolyplugGuestContractInstance instance{nullptr, (*iface)->contract_id};
   (*iface)->functions[0](instance, nullptr, &out, &err);
   if (err.code != POLYPLUG_ABI_OK) {
-    return absl::InternalError(absl::StrCat("fn0 failed with code ", err.code, ": ",
-                                            absl::string_view(err.message.ptr == nullptr
-                                                                 ? ""
-                                                                 : err.message.ptr,
-                                                             err.message.len)));
+    return absl::InternalError(absl::StrCat(
+        "fn0 failed with code ", err.code, ": ",
+        absl::string_view(err.message.ptr == nullptr ? "" : err.message.ptr, err.message.len)));
   }
   return out;
 }

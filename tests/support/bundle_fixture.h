@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -18,7 +19,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "polyplug/abi.h"
@@ -53,7 +53,9 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(absl::string_view child) const { return path_ / std::string(child); }
+  std::filesystem::path operator/(absl::string_view child) const {
+    return path_ / std::string(child);
+  }
 
  private:
   std::filesystem::path path_;
@@ -121,8 +123,10 @@ class EventRecorder {
  private:
   core::Runtime& runtime_;
   core::EventJournal::ListenerId id_;
-  mutable absl::Mutex mu_;
-  std::vector<RecordedPhase> recorded_ ABSL_GUARDED_BY(mu_);
+  // std::mutex rather than absl::Mutex: TSan sees through it even with an uninstrumented
+  // Abseil (the distribution's), which absl::Mutex needs.
+  mutable std::mutex mu_;
+  std::vector<RecordedPhase> recorded_;  // guarded by mu_
 };
 
 // "PREPARING chain_a": compact, readable form for sequence assertions.
@@ -149,8 +153,8 @@ class LogRecorder {
   void Clear();
 
  private:
-  mutable absl::Mutex mu_;
-  std::vector<LogLine> lines_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;
+  std::vector<LogLine> lines_;  // guarded by mu_
 };
 
 std::string ToString(const std::vector<LogLine>& lines);

@@ -7,39 +7,39 @@
 
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace polyplug::core {
 
 // Stable: values and tokens are part of the wire contract. Append only.
 enum class ErrorReason : int {
   kUnspecified = 0,
-  kManifestInvalid = 1,       // unreadable, malformed TOML, a bad or missing field
-  kBundleTampered = 2,        // manifest id != FNV-1a 64(name)
-  kArtifactMissing = 3,       // the `file` does not exist
-  kArtifactNotLoadable = 4,   // not an ELF shared object, truncated, wrong arch, dlopen failed
-  kArtifactPathEscape = 5,    // `file` resolves outside the bundle directory
-  kAbiMismatch = 6,           // polyplug_abi_version missing or != POLYPLUG_ABI_VERSION
-  kInitSymbolMissing = 7,     // no polyplug_init export
-  kInitFailed = 8,            // polyplug_init returned an error
-  kProvidesMismatch = 9,      // what init registered != manifest `provides`
-  kSwapFailed = 10,           // the reload swap could not be applied
-  kHotReloadDisabled = 11,    // the runtime or the loader does not hot reload
-  kDuplicateProvider = 12,    // same bundle registered the same contract twice
-  kContractIdCollision = 13,  // a contract id already belongs to another contract name
-  kBundleNotFound = 14,       // no loaded bundle by that name, id or path
-  kBundleAlreadyLoaded = 15,  // a bundle with the same id is already loaded
-  kDependencyInUse = 16,      // unload refused: other bundles depend on it
-  kDependencyCycle = 17,      // discovery found a dependency cycle
-  kUnsatisfiedDependency = 18,// discovery found a dependency nobody provides
-  kContractNotFound = 19,     // no provider for the contract at that version
-  kInvalidHandle = 20,        // handle index out of range or slot empty
-  kStaleHandle = 21,          // handle generation is older than the slot's
-  kNoLoader = 22,             // manifest names a loader this runtime does not have
-  kInvalidArgument = 23,      // a bad request argument (path, name, option)
-  kPermissionDenied = 24,     // a path outside the allowed roots
-  kReentrantCall = 25,        // a phase callback tried to start another operation
+  kManifestInvalid = 1,         // unreadable, malformed TOML, a bad or missing field
+  kBundleTampered = 2,          // manifest id != FNV-1a 64(name)
+  kArtifactMissing = 3,         // the `file` does not exist
+  kArtifactNotLoadable = 4,     // not an ELF shared object, truncated, wrong arch, dlopen failed
+  kArtifactPathEscape = 5,      // `file` resolves outside the bundle directory
+  kAbiMismatch = 6,             // polyplug_abi_version missing or != POLYPLUG_ABI_VERSION
+  kInitSymbolMissing = 7,       // no polyplug_init export
+  kInitFailed = 8,              // polyplug_init returned an error
+  kProvidesMismatch = 9,        // what init registered != manifest `provides`
+  kSwapFailed = 10,             // the reload swap could not be applied
+  kHotReloadDisabled = 11,      // the runtime or the loader does not hot reload
+  kDuplicateProvider = 12,      // same bundle registered the same contract twice
+  kContractIdCollision = 13,    // a contract id already belongs to another contract name
+  kBundleNotFound = 14,         // no loaded bundle by that name, id or path
+  kBundleAlreadyLoaded = 15,    // a bundle with the same id is already loaded
+  kDependencyInUse = 16,        // unload refused: other bundles depend on it
+  kDependencyCycle = 17,        // discovery found a dependency cycle
+  kUnsatisfiedDependency = 18,  // discovery found a dependency nobody provides
+  kContractNotFound = 19,       // no provider for the contract at that version
+  kInvalidHandle = 20,          // handle index out of range or slot empty
+  kStaleHandle = 21,            // handle generation is older than the slot's
+  kNoLoader = 22,               // manifest names a loader this runtime does not have
+  kInvalidArgument = 23,        // a bad request argument (path, name, option)
+  kPermissionDenied = 24,       // a path outside the allowed roots
+  kReentrantCall = 25,          // a phase callback tried to start another operation
   kInternal = 26,
 };
 

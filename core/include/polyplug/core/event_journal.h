@@ -13,8 +13,8 @@
 #include <map>
 #include <vector>
 
-#include "absl/status/statusor.h"
 #include <mutex>
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "polyplug/core/phase_event.h"
 
@@ -46,7 +46,7 @@ class EventJournal {
   // available seq) when events after `after_seq` already fell out of the ring;
   // INVALID_ARGUMENT when after_seq is ahead of the journal.
   absl::StatusOr<std::vector<PhaseEvent>> ReadAfter(uint64_t after_seq,
-                                                     size_t max_events = SIZE_MAX) const;
+                                                    size_t max_events = SIZE_MAX) const;
 
   // Blocks until an event with seq > after_seq exists or `timeout` passes; returns
   // whether one exists.

@@ -9,19 +9,19 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "polyplug/core/version.h"
 
 namespace polyplug::core {
 
 // A `[[dependency]]` table: a contract this bundle uses.
 struct ManifestDependency {
-  std::string kind;                     // "contract" or "bundle"
-  std::string contract;                 // may carry "@major"
-  std::string min_version;              // a string such as "1.0"
-  std::optional<std::string> bundle;    // by-bundle dependency
-  uint64_t contract_id = 0;             // 0 = absent (computed from contract + major)
+  std::string kind;                   // "contract" or "bundle"
+  std::string contract;               // may carry "@major"
+  std::string min_version;            // a string such as "1.0"
+  std::optional<std::string> bundle;  // by-bundle dependency
+  uint64_t contract_id = 0;           // 0 = absent (computed from contract + major)
   std::optional<uint64_t> bundle_id;
 
   // The contract id this dependency declares: contract_id if set, otherwise

@@ -12,8 +12,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "polyplug/abi.h"
 #include "polyplug/core/manifest.h"
 

@@ -36,7 +36,7 @@ struct PhaseEvent {
   uint64_t root_reload_id = 0;
   int64_t timestamp_unix_nanos = 0;
   ErrorReason reason = ErrorReason::kUnspecified;  // set for kFailed
-  std::string message;     // failure message, or a warning for other phases
+  std::string message;                             // failure message, or a warning for other phases
   uint64_t registry_revision = 0;  // the registry revision when the event was recorded
   // kPreparing/kUnloading: counted instances alive when the phase was announced.
   uint64_t live_instances = 0;

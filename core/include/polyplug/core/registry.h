@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include <mutex>
 #include "polyplug/abi.h"
 #include "polyplug/core/read_epoch.h"
 #include "polyplug/core/version.h"
@@ -109,8 +109,7 @@ class Registry {
   const View* PublishLocked();
   // Waits until no reader can see `old_view`, then frees it.
   void Retire(const View* old_view);
-  absl::Status CheckLocked(uint64_t bundle_id, const std::vector<Registration>& staged) const
-     ;
+  absl::Status CheckLocked(uint64_t bundle_id, const std::vector<Registration>& staged) const;
   void VacateLocked(uint32_t index);
   uint32_t AllocateSlotLocked();
   std::shared_ptr<const Record> MakeRecord(uint64_t bundle_id, Registration reg) const;

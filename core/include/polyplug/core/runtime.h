@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "polyplug/abi.h"
 #include "polyplug/core/event_journal.h"
 #include "polyplug/core/manifest.h"
@@ -28,8 +28,8 @@ namespace polyplug::core {
 enum class LogLevel : int { kError = 1, kWarn = 2, kInfo = 3, kDebug = 4, kTrace = 5 };
 
 // Called from any thread, never with an internal lock held; must not re-enter mutations.
-using LogSink = std::function<void(LogLevel level, absl::string_view scope,
-                                   absl::string_view message)>;
+using LogSink =
+    std::function<void(LogLevel level, absl::string_view scope, absl::string_view message)>;
 
 struct RuntimeOptions {
   bool hot_reload_enabled = true;
@@ -51,7 +51,7 @@ struct BundleInfo {
   std::filesystem::path artifact;
   std::string loader;
   bool needs_reinit_on_dep_reload = false;
-  std::vector<std::string> provides;      // "name@major"
+  std::vector<std::string> provides;            // "name@major"
   std::vector<uint64_t> declared_dependencies;  // contract ids
   std::vector<ContractHandle> slots;
   uint64_t reload_count = 0;
