@@ -8,6 +8,7 @@ packages=(
   libabsl-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
+  grpc-proto python3 python3-grpcio python3-protobuf
   libclang-rt-dev clang-format
 )
 
