@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Every test: installs what is missing, builds, and runs the whole suite, then the core
-# suite again under ASan+UBSan and under TSan. Output ends with ctest's summary.
+# Every test: installs what is missing, builds, and runs the suite under ASan+UBSan, the core
+# suite under TSan, then the whole suite in a plain build. Output ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 jobs=$(nproc)
 
-build_and_test() {  # <build dir> <sanitizer> <ctest label regex>
-  local dir=$1 sanitize=$2 labels=$3
-  echo "== ${dir}: build (sanitizer: ${sanitize:-none})"
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYPLUG_SANITIZE="$sanitize" >/dev/null
+build_and_test() {  # <build dir> <sanitizer> <ctest label regex> <build the host: ON|OFF>
+  local dir=$1 sanitize=$2 labels=$3 host=$4
+  echo "== ${dir}: build (sanitizer: ${sanitize:-none}, host: ${host})"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYPLUG_SANITIZE="$sanitize" \
+    -DPOLYPLUG_BUILD_HOST="$host" >/dev/null
   cmake --build "$dir" -j "$jobs"
   echo "== ${dir}: test"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs" -L "$labels"
@@ -19,6 +20,8 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
-build_and_test build-asan address 'unit|integration'
-build_and_test build-tsan thread 'unit|integration'
-build_and_test build "" '.*'
+# Debian's gRPC and Abseil are not built for TSan, which then reports races inside them that
+# it cannot see the synchronisation of; the TSan run covers the core (no gRPC) only.
+build_and_test build-asan address 'unit|integration' ON
+build_and_test build-tsan thread 'unit|integration' OFF
+build_and_test build "" '.*' ON

@@ -45,6 +45,7 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kPermissionDenied, "PERMISSION_DENIED", absl::StatusCode::kPermissionDenied},
     {ErrorReason::kReentrantCall, "REENTRANT_CALL", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kInternal, "INTERNAL", absl::StatusCode::kInternal},
+    {ErrorReason::kCursorOutOfRange, "CURSOR_OUT_OF_RANGE", absl::StatusCode::kOutOfRange},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

@@ -60,17 +60,19 @@ absl::StatusOr<std::vector<PhaseEvent>> EventJournal::ReadAfter(uint64_t after_s
   std::lock_guard<std::mutex> lock(mu_);
   const uint64_t last = next_seq_ - 1;
   if (after_seq > last) {
-    return absl::InvalidArgumentError(absl::StrCat("cursor seq ", after_seq,
-                                                   " is ahead of the journal (last seq ", last,
-                                                   ", epoch ", host_epoch_, ")"));
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("cursor seq ", after_seq, " is ahead of the journal (last seq ",
+                                  last, ", epoch ", host_epoch_, ")"));
   }
   std::vector<PhaseEvent> out;
   if (after_seq == last) return out;
   const uint64_t earliest = ring_.front().seq;
   if (after_seq + 1 < earliest) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "events after seq ", after_seq, " fell out of the journal (capacity ", capacity_,
-        "); the earliest available seq is ", earliest, " (epoch ", host_epoch_, ")"));
+    return MakeError(
+        ErrorReason::kCursorOutOfRange,
+        absl::StrCat("events after seq ", after_seq, " fell out of the journal (capacity ",
+                     capacity_, "); the earliest available seq is ", earliest, " (epoch ",
+                     host_epoch_, ")"));
   }
   for (size_t i = after_seq + 1 - earliest; i < ring_.size() && out.size() < max_events; ++i) {
     out.push_back(ring_[i]);

@@ -1,0 +1,67 @@
+// PhaseHub and its per-subscriber stream reactors: SubscribeReloadPhases.
+//
+// The hub listens to the runtime's event journal and hands each event to every open
+// stream. Each stream has its own bounded queue and at most one write in flight; the
+// thread appending to the journal (the reload worker) never waits for a stream. A stream
+// whose queue overflows ends with OUT_OF_RANGE naming the last seq it delivered, so the
+// client can resume from there.
+#ifndef POLYPLUG_HOST_PHASE_STREAM_H_
+#define POLYPLUG_HOST_PHASE_STREAM_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "polyplug/core/runtime.h"
+#include "polyplug/host/v1/host.pb.h"
+
+namespace polyplug::host {
+
+class PhaseStream;
+
+struct PhaseHubOptions {
+  size_t max_subscribers = 256;     // more are refused with RESOURCE_EXHAUSTED
+  size_t max_queued_events = 1024;  // per subscriber, before it is told it fell behind
+};
+
+class PhaseHub {
+ public:
+  PhaseHub(core::Runtime& runtime, PhaseHubOptions options);
+  ~PhaseHub();  // calls Shutdown()
+
+  PhaseHub(const PhaseHub&) = delete;
+  PhaseHub& operator=(const PhaseHub&) = delete;
+
+  // Starts a stream for `request`. Called from the gRPC handler; never blocks on I/O.
+  grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* Open(
+      grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request);
+
+  // Ends every stream with UNAVAILABLE and refuses new ones. Idempotent.
+  void Shutdown();
+
+  size_t subscriber_count() const;
+
+ private:
+  friend class PhaseStream;
+  void Deliver(const core::PhaseEvent& event);
+  void Remove(PhaseStream* stream);
+  void HeartbeatLoop();
+
+  core::Runtime& runtime_;
+  const PhaseHubOptions options_;
+  core::EventJournal::ListenerId listener_ = 0;
+
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<PhaseStream>> streams_;
+  bool shut_down_ = false;
+  std::condition_variable heartbeat_cv_;
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace polyplug::host
+
+#endif  // POLYPLUG_HOST_PHASE_STREAM_H_

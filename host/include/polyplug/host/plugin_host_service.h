@@ -1,0 +1,82 @@
+// PluginHostService: polyplug.host.v1.PluginHost over a core::Runtime (callback API).
+//
+// Lookups and listings answer on the gRPC thread (they never wait for a reload);
+// Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there.
+#ifndef POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
+#define POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "polyplug/core/runtime.h"
+#include "polyplug/host/operation_worker.h"
+#include "polyplug/host/phase_stream.h"
+#include "polyplug/host/v1/host.grpc.pb.h"
+
+namespace polyplug::host {
+
+// Decides whether a call may proceed: OK, or UNAUTHENTICATED with the reason trailer set
+// on `context`. An empty token admits every call.
+grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& token);
+
+struct PluginHostServiceOptions {
+  std::vector<std::filesystem::path> bundle_roots;  // canonical
+  std::vector<std::string> listen_addresses;
+  std::string auth_token;  // empty: no authentication
+  absl::Time started = absl::Now();
+};
+
+class PluginHostService final : public v1::PluginHost::CallbackService {
+ public:
+  PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
+                    PluginHostServiceOptions options);
+
+  // `path` resolved inside a bundle root (relative paths against the first root that
+  // has them); PERMISSION_DENIED when it leads outside every root.
+  absl::StatusOr<std::filesystem::path> ConfinePath(const std::string& path) const;
+
+  grpc::ServerUnaryReactor* Reload(grpc::CallbackServerContext* context,
+                                   const v1::ReloadRequest* request,
+                                   v1::ReloadResponse* response) override;
+  grpc::ServerUnaryReactor* LoadBundle(grpc::CallbackServerContext* context,
+                                       const v1::LoadBundleRequest* request,
+                                       v1::LoadBundleResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadBundle(grpc::CallbackServerContext* context,
+                                         const v1::UnloadBundleRequest* request,
+                                         v1::UnloadBundleResponse* response) override;
+  grpc::ServerUnaryReactor* FindContract(grpc::CallbackServerContext* context,
+                                         const v1::FindContractRequest* request,
+                                         v1::ContractHandle* response) override;
+  grpc::ServerUnaryReactor* ListBundles(grpc::CallbackServerContext* context,
+                                        const v1::ListBundlesRequest* request,
+                                        v1::ListBundlesResponse* response) override;
+  grpc::ServerUnaryReactor* ListContracts(grpc::CallbackServerContext* context,
+                                          const v1::ListContractsRequest* request,
+                                          v1::ListContractsResponse* response) override;
+  grpc::ServerUnaryReactor* GetHostInfo(grpc::CallbackServerContext* context,
+                                        const v1::GetHostInfoRequest* request,
+                                        v1::HostInfo* response) override;
+  grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* SubscribeReloadPhases(
+      grpc::CallbackServerContext* context,
+      const v1::SubscribeReloadPhasesRequest* request) override;
+
+ private:
+  // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
+  bool Unauthorized(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor);
+  // Finishes `reactor` with `status` if it is not OK; returns whether it did.
+  bool Reject(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+              const absl::Status& status);
+  std::vector<core::PhaseEvent> EventsAfter(uint64_t seq) const;
+
+  core::Runtime& runtime_;
+  PhaseHub& hub_;
+  OperationWorker& worker_;
+  const PluginHostServiceOptions options_;
+};
+
+}  // namespace polyplug::host
+
+#endif  // POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_

@@ -1,0 +1,33 @@
+// Conversions between the core's types and the wire contract (polyplug.host.v1).
+#ifndef POLYPLUG_HOST_STATUS_MAPPING_H_
+#define POLYPLUG_HOST_STATUS_MAPPING_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "polyplug/core/phase_event.h"
+#include "polyplug/core/registry.h"
+#include "polyplug/core/runtime.h"
+#include "polyplug/host/v1/host.pb.h"
+
+namespace polyplug::host {
+
+// Trailing-metadata key carrying the stable reason token of a failed call.
+inline constexpr char kReasonTrailer[] = "polyplug-reason";
+
+// Same code, message "[REASON_TOKEN] message". When `context` is given, also adds the
+// reason as `polyplug-reason` trailing metadata.
+grpc::Status ToGrpcStatus(const absl::Status& status,
+                          grpc::CallbackServerContext* context = nullptr);
+
+v1::FailureReason ToProtoReason(core::ErrorReason reason);
+v1::Phase ToProtoPhase(core::Phase phase);
+void ToProto(const core::Version& version, v1::Version* out);
+void ToProto(const core::PhaseEvent& event, v1::ReloadPhaseEvent* out);
+void ToProto(const core::ContractEntry& entry, const core::Runtime& runtime,
+             v1::ContractHandle* out);
+void ToProto(const core::BundleInfo& bundle, const core::Runtime& runtime, v1::Bundle* out);
+
+}  // namespace polyplug::host
+
+#endif  // POLYPLUG_HOST_STATUS_MAPPING_H_

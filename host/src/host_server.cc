@@ -1,0 +1,230 @@
+#include "polyplug/host/host_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "polyplug/core/error.h"
+#include "polyplug/core/runtime.h"
+#include "polyplug/host/health_service.h"
+#include "polyplug/host/operation_worker.h"
+#include "polyplug/host/phase_stream.h"
+#include "polyplug/host/plugin_host_service.h"
+#include "polyplug/host/reflection_service.h"
+
+namespace polyplug::host {
+namespace {
+
+namespace fs = std::filesystem;
+using core::ErrorReason;
+using core::MakeError;
+
+bool IsLoopbackHost(absl::string_view address) {
+  // address is HOST:PORT; HOST may be [v6].
+  size_t colon = address.rfind(':');
+  absl::string_view host = address.substr(0, colon);
+  if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]"))
+    host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+void LogPhase(const core::PhaseEvent& e) {
+  std::string line = absl::StrCat("polyplug-host: [seq ", e.seq, "] ", core::PhaseName(e.phase),
+                                  " ", e.bundle_name, " ", e.bundle_version.ToString());
+  if (e.parent_reload_id != 0)
+    absl::StrAppend(&line, " (cascade of reload ", e.root_reload_id, ")");
+  if (e.phase == core::Phase::kFailed) {
+    absl::StrAppend(&line, " reason=", core::ReasonToken(e.reason), ": ", e.message);
+  } else if (!e.message.empty()) {
+    absl::StrAppend(&line, ": ", e.message);
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+}  // namespace
+
+std::string DefaultListenAddress() {
+  if (const char* dir = std::getenv("XDG_RUNTIME_DIR"); dir != nullptr && dir[0] != '\0') {
+    return absl::StrCat("unix:", dir, "/polyplug-host.sock");
+  }
+  return absl::StrCat("unix:/tmp/polyplug-host-", getuid(), ".sock");
+}
+
+class HostServer::Impl {
+ public:
+  std::unique_ptr<core::Runtime> runtime;
+  std::unique_ptr<OperationWorker> worker;
+  std::unique_ptr<PhaseHub> hub;
+  std::unique_ptr<HealthService> health;
+  std::unique_ptr<PluginHostService> service;
+  std::unique_ptr<ReflectionService> reflection;
+  std::unique_ptr<grpc::Server> server;
+  std::vector<std::string> listen;
+  std::vector<fs::path> unix_sockets;
+  core::EventJournal::ListenerId health_listener = 0;
+  core::EventJournal::ListenerId log_listener = 0;
+  bool shut_down = false;
+
+  void Shutdown() {
+    if (shut_down) return;
+    shut_down = true;
+    // Order: stop new work, let the running operation finish, end streams, stop gRPC.
+    worker->Shutdown();
+    hub->Shutdown();
+    health->Shutdown();
+    // Our streams are already ended; the deadline only bounds idle client connections,
+    // which would otherwise hold Shutdown for its whole length.
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    server->Wait();
+    runtime->journal().RemoveListener(health_listener);
+    runtime->journal().RemoveListener(log_listener);
+    std::error_code ec;
+    for (const fs::path& socket : unix_sockets) fs::remove(socket, ec);
+  }
+};
+
+HostServer::HostServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HostServer::~HostServer() { Shutdown(); }
+
+void HostServer::Shutdown() {
+  if (impl_) impl_->Shutdown();
+}
+
+const std::vector<std::string>& HostServer::listen_addresses() const { return impl_->listen; }
+
+absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions options) {
+  auto impl = std::make_unique<Impl>();
+  if (options.listen.empty()) options.listen.push_back(DefaultListenAddress());
+  const bool tls = !options.tls_cert_pem.empty() && !options.tls_key_pem.empty();
+  if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
+    return MakeError(ErrorReason::kInvalidArgument, "--tls-cert and --tls-key go together");
+  }
+  for (const std::string& address : options.listen) {
+    if (absl::StartsWith(address, "unix:")) continue;
+    if (address.find(':') == std::string::npos) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("--listen ", address, ": expected unix:PATH or HOST:PORT"));
+    }
+    if (!IsLoopbackHost(address) && !tls && options.auth_token.empty() &&
+        !options.insecure_remote) {
+      return MakeError(ErrorReason::kPermissionDenied,
+                       absl::StrCat("--listen ", address,
+                                    " is not a loopback address; loading code is the most "
+                                    "dangerous thing this API does, so a remote listener needs "
+                                    "TLS (--tls-cert/--tls-key) or a token (--auth-token-file), "
+                                    "or an explicit --insecure-remote"));
+    }
+  }
+  std::vector<fs::path> roots;
+  for (const fs::path& root : options.bundle_roots) {
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("--bundles ", root.string(), " is not a directory"));
+    }
+    roots.push_back(fs::canonical(root, ec));
+  }
+
+  core::RuntimeOptions runtime_options;
+  runtime_options.hot_reload_enabled = options.hot_reload;
+  runtime_options.journal_capacity = options.journal_size;
+  runtime_options.state_dir = options.state_dir;
+  auto runtime = core::Runtime::Create(runtime_options);
+  if (!runtime.ok()) return runtime.status();
+  impl->runtime = *std::move(runtime);
+  core::Runtime& rt = *impl->runtime;
+
+  impl->log_listener = rt.journal().AddListener(LogPhase);
+  impl->health = std::make_unique<HealthService>();
+  HealthService* health = impl->health.get();
+  impl->health_listener = rt.journal().AddListener([health](const core::PhaseEvent& e) {
+    switch (e.phase) {
+      case core::Phase::kPreparing:
+        health->SetStatus(e.bundle_name, false);
+        break;
+      case core::Phase::kUnloading:
+        health->Clear(e.bundle_name);
+        break;
+      default:
+        health->SetStatus(e.bundle_name, true);
+        break;
+    }
+  });
+  if (!roots.empty()) {
+    auto loaded = rt.DiscoverAndLoad(roots);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "polyplug-host: loading the bundle roots failed: %s\n",
+                   std::string(loaded.status().message()).c_str());
+    }
+  }
+
+  impl->worker = std::make_unique<OperationWorker>();
+  impl->hub = std::make_unique<PhaseHub>(rt, PhaseHubOptions{options.max_subscribers, 1024});
+  PluginHostServiceOptions service_options;
+  service_options.bundle_roots = roots;
+  service_options.listen_addresses = options.listen;
+  service_options.auth_token = options.auth_token;
+  impl->service =
+      std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, service_options);
+  impl->reflection = std::make_unique<ReflectionService>(
+      std::vector<std::string>{"polyplug.host.v1.PluginHost", "grpc.health.v1.Health",
+                               "grpc.reflection.v1.ServerReflection",
+                               "grpc.reflection.v1alpha.ServerReflection"},
+      [token = options.auth_token](grpc::CallbackServerContext* context) {
+        return Authorize(context, token);
+      });
+
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls) {
+    grpc::SslServerCredentialsOptions ssl(
+        options.tls_client_ca_pem.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    ssl.pem_root_certs = options.tls_client_ca_pem;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  for (const std::string& address : options.listen) {
+    if (absl::StartsWith(address, "unix:")) {
+      fs::path socket = address.substr(5);
+      std::error_code ec;
+      // A socket left by a host that died is replaced; any other file is not touched.
+      if (fs::is_socket(socket, ec)) fs::remove(socket, ec);
+      impl->unix_sockets.push_back(socket);
+      // Unix sockets are local: plaintext with file permissions as the access control.
+      builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+    } else {
+      builder.AddListeningPort(address, credentials);
+    }
+  }
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(impl->service.get());
+  builder.RegisterService(impl->health.get());
+  builder.RegisterService(impl->reflection->v1());
+  builder.RegisterService(impl->reflection->v1alpha());
+  const mode_t old_mask = umask(0177);  // sockets are created 0600
+  impl->server = builder.BuildAndStart();
+  umask(old_mask);
+  if (impl->server == nullptr) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("cannot listen on ", absl::StrJoin(options.listen, ", "),
+                                  " (address in use, or a directory that does not exist?)"));
+  }
+  for (const fs::path& socket : impl->unix_sockets) {
+    std::error_code ec;
+    fs::permissions(socket, fs::perms::owner_read | fs::perms::owner_write, ec);
+  }
+  health->SetStatus("", true);
+  impl->listen = options.listen;
+  return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
+}
+
+}  // namespace polyplug::host

@@ -1,0 +1,124 @@
+// polyplug-host: serves the bundles of its bundle roots over gRPC until SIGINT/SIGTERM.
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "polyplug/host/host_server.h"
+
+ABSL_FLAG(std::vector<std::string>, listen, {},
+          "Address to serve on, unix:PATH or HOST:PORT; repeatable or comma-separated. Default: "
+          "unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock "
+          "(created 0600).");
+ABSL_FLAG(std::vector<std::string>, bundles, {},
+          "Bundle root directory; repeatable. Every bundle one level below is loaded at start "
+          "(providers first); load and reload paths must resolve inside a root.");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory for private artifact copies (default: a temp dir).");
+ABSL_FLAG(bool, no_hot_reload, false, "Refuse Reload (FAILED_PRECONDITION, HOT_RELOAD_DISABLED).");
+ABSL_FLAG(int64_t, journal_size, 4096, "Phase events kept for subscribers to resume from.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding a bearer token; then every RPC but health needs "
+          "'authorization: Bearer <token>'.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain for TCP listeners (with --tls-key).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require and verify client certificates (mTLS).");
+ABSL_FLAG(bool, insecure_remote, false,
+          "Allow a non-loopback TCP listener without TLS or a token. Anyone who reaches it can "
+          "load code into this process.");
+ABSL_FLAG(int64_t, max_subscribers, 256, "Open SubscribeReloadPhases streams allowed at once.");
+ABSL_FLAG(int64_t, max_message_bytes, 4 << 20, "Largest request or response message.");
+
+namespace {
+
+bool ReadFile(const std::string& path, const char* flag, std::string* out) {
+  if (path.empty()) return true;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::fprintf(stderr, "polyplug-host: --%s %s: cannot read the file\n", flag, path.c_str());
+    return false;
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  *out = buffer.str();
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "serves plugin bundles over gRPC (polyplug.host.v1.PluginHost, grpc.health.v1.Health, "
+      "server reflection v1 and v1alpha).\nusage: polyplug-host [--listen ADDR]... "
+      "[--bundles DIR]... [flags]\n(flags may be spelled with dashes or underscores)");
+  // The documented spelling is --state-dir; absl flags are declared with underscores.
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::string& arg : args) {
+    if (arg == "--") break;
+    if (arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(end), '-', '_');
+    }
+  }
+  std::vector<char*> arg_ptrs;
+  for (std::string& arg : args) arg_ptrs.push_back(arg.data());
+  absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+
+  // Block the stop signals before any thread starts, then wait for them on this thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  polyplug::host::HostServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  for (const std::string& root : absl::GetFlag(FLAGS_bundles)) options.bundle_roots.push_back(root);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.hot_reload = !absl::GetFlag(FLAGS_no_hot_reload);
+  options.journal_size =
+      static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_journal_size)));
+  options.insecure_remote = absl::GetFlag(FLAGS_insecure_remote);
+  options.max_subscribers =
+      static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_max_subscribers)));
+  options.max_message_bytes =
+      static_cast<int>(std::clamp<int64_t>(absl::GetFlag(FLAGS_max_message_bytes), 1024, 1 << 30));
+  if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||
+      !ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls-cert", &options.tls_cert_pem) ||
+      !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls-key", &options.tls_key_pem) ||
+      !ReadFile(absl::GetFlag(FLAGS_tls_client_ca), "tls-client-ca", &options.tls_client_ca_pem)) {
+    return 2;
+  }
+  options.auth_token = std::string(absl::StripAsciiWhitespace(options.auth_token));
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty() && options.auth_token.empty()) {
+    std::fprintf(stderr, "polyplug-host: --auth-token-file %s is empty\n",
+                 absl::GetFlag(FLAGS_auth_token_file).c_str());
+    return 2;
+  }
+
+  auto server = polyplug::host::HostServer::Start(options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "polyplug-host: %s\n", std::string(server.status().message()).c_str());
+    return 2;
+  }
+  for (const std::string& address : (*server)->listen_addresses()) {
+    std::fprintf(stderr, "polyplug-host: serving on %s\n", address.c_str());
+  }
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  std::fprintf(stderr, "polyplug-host: %s received, shutting down\n",
+               signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  (*server)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,331 @@
+#include "polyplug/host/phase_stream.h"
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "polyplug/core/error.h"
+#include "polyplug/host/status_mapping.h"
+
+namespace polyplug::host {
+
+// One SubscribeReloadPhases call. Owns itself from Open until OnDone; the hub holds a
+// shared_ptr so that a concurrent Offer never touches a freed stream.
+class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
+ public:
+  PhaseStream(PhaseHub* hub, grpc::CallbackServerContext* context,
+              const v1::SubscribeReloadPhasesRequest& request)
+      : hub_(hub), context_(context), request_(request) {
+    names_.insert(request.bundle_names().begin(), request.bundle_names().end());
+    if (request.has_heartbeat_interval()) {
+      heartbeat_ = std::max(absl::Milliseconds(100),
+                            absl::Seconds(request.heartbeat_interval().seconds()) +
+                                absl::Nanoseconds(request.heartbeat_interval().nanos()));
+      if (request.heartbeat_interval().seconds() == 0 &&
+          request.heartbeat_interval().nanos() == 0) {
+        heartbeat_ = absl::ZeroDuration();
+      }
+    }
+  }
+
+  void SetSelf(std::shared_ptr<PhaseStream> self) { self_ = std::move(self); }
+
+  // Computes the backlog or snapshot. Holds the stream lock throughout, so live events
+  // offered meanwhile wait and are de-duplicated by seq afterwards.
+  void Start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    core::Runtime& runtime = hub_->runtime_;
+    const uint64_t epoch = runtime.host_epoch();
+    if (request_.has_resume_after()) {
+      const v1::Cursor& cursor = request_.resume_after();
+      if (cursor.host_epoch() != epoch) {
+        if (request_.include_snapshot()) return SnapshotLocked();
+        return FinishLocked(ToGrpcStatus(
+            core::MakeError(
+                core::ErrorReason::kCursorOutOfRange,
+                absl::StrCat("cursor is from host epoch ", cursor.host_epoch(),
+                             " but this host's epoch is ", epoch,
+                             " (the host restarted); resubscribe with include_snapshot, or ",
+                             "resume after seq ", EarliestMinusOne(), " of epoch ", epoch,
+                             " (earliest available seq ", runtime.journal().earliest_seq(), ")")),
+            context_));
+      }
+      auto backlog = runtime.journal().ReadAfter(cursor.seq());
+      if (!backlog.ok()) {
+        if (backlog.status().code() == absl::StatusCode::kOutOfRange &&
+            request_.include_snapshot()) {
+          return SnapshotLocked();
+        }
+        return FinishLocked(ToGrpcStatus(backlog.status(), context_));
+      }
+      last_covered_seq_ = cursor.seq();
+      // The backlog is bounded by the journal; only what queues up behind it counts
+      // against the subscriber's allowance.
+      backlog_allowance_ = backlog->size();
+      for (const core::PhaseEvent& e : *backlog) EnqueuePhaseLocked(e);
+      return WriteNextLocked();
+    }
+    if (request_.include_snapshot()) return SnapshotLocked();
+    last_covered_seq_ = runtime.journal().last_seq();
+    WriteNextLocked();
+  }
+
+  // A live journal event (from the mutating thread). Never blocks on the network.
+  void Offer(const core::PhaseEvent& event) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_ || event.seq <= last_covered_seq_) return;
+    EnqueuePhaseLocked(event);
+    WriteNextLocked();
+  }
+
+  void MaybeHeartbeat(absl::Time now) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (heartbeat_ == absl::ZeroDuration() || finishing_ || writing_ || !queue_.empty()) return;
+    if (now - last_write_ < heartbeat_) return;
+    v1::ReloadPhaseEvent progress;
+    progress.set_host_epoch(hub_->runtime_.host_epoch());
+    progress.set_seq(last_covered_seq_);
+    progress.set_kind(v1::EVENT_KIND_PROGRESS);
+    progress.set_registry_revision(hub_->runtime_.registry().revision());
+    queue_.push_back(std::move(progress));
+    WriteNextLocked();
+  }
+
+  // Ends the stream with `status` (dropping what is queued) as soon as no write is in flight.
+  void Terminate(grpc::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    queue_.clear();
+    FinishLocked(std::move(status));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok && !finishing_) {  // the client is gone
+      queue_.clear();
+      pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream broken");
+      finishing_ = true;
+    }
+    WriteNextLocked();
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finish_called_) return;
+    queue_.clear();
+    pending_finish_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+    finishing_ = true;
+    WriteNextLocked();
+  }
+
+  void OnDone() override {
+    std::shared_ptr<PhaseStream> keep = std::move(self_);
+    hub_->Remove(this);
+    // `keep` releases the last reference when this returns.
+  }
+
+ private:
+  uint64_t EarliestMinusOne() const {
+    const uint64_t earliest = hub_->runtime_.journal().earliest_seq();
+    return earliest == 0 ? hub_->runtime_.journal().last_seq() : earliest - 1;
+  }
+
+  bool Wanted(const std::string& bundle_name) const {
+    return names_.empty() || names_.contains(bundle_name);
+  }
+
+  void SnapshotLocked() {
+    core::Runtime& runtime = hub_->runtime_;
+    uint64_t seq = 0;
+    std::vector<core::BundleInfo> bundles;
+    // The listing must match a journal position: retry while events arrive meanwhile.
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      seq = runtime.journal().last_seq();
+      bundles = runtime.ListBundles();
+      if (runtime.journal().last_seq() == seq) break;
+    }
+    const uint64_t revision = runtime.registry().revision();
+    for (const core::BundleInfo& b : bundles) {
+      if (!Wanted(b.name)) continue;
+      v1::ReloadPhaseEvent e;
+      e.set_host_epoch(runtime.host_epoch());
+      e.set_seq(seq);
+      e.set_kind(v1::EVENT_KIND_SNAPSHOT);
+      e.set_phase(v1::PHASE_LOADED);
+      e.set_bundle_id(b.id);
+      e.set_bundle_name(b.name);
+      ToProto(b.version, e.mutable_bundle_version());
+      e.set_registry_revision(revision);
+      queue_.push_back(std::move(e));
+    }
+    v1::ReloadPhaseEvent end;
+    end.set_host_epoch(runtime.host_epoch());
+    end.set_seq(seq);
+    end.set_kind(v1::EVENT_KIND_SNAPSHOT_END);
+    end.set_registry_revision(revision);
+    queue_.push_back(std::move(end));
+    last_covered_seq_ = seq;
+    WriteNextLocked();
+  }
+
+  void EnqueuePhaseLocked(const core::PhaseEvent& event) {
+    last_covered_seq_ = event.seq;
+    if (finishing_ || !Wanted(event.bundle_name)) return;
+    if (queue_.size() >= hub_->options_.max_queued_events + backlog_allowance_) {
+      queue_.clear();
+      FinishLocked(
+          grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                       absl::StrCat("subscriber fell behind: ", hub_->options_.max_queued_events,
+                                    " events were waiting to be sent; resume after seq ",
+                                    last_written_seq_, " of epoch ", event.host_epoch)));
+      return;
+    }
+    v1::ReloadPhaseEvent out;
+    ToProto(event, &out);
+    queue_.push_back(std::move(out));
+    ++phase_events_;
+    const bool terminal = event.IsTerminal();
+    if ((request_.until_terminal_of_reload() != 0 && terminal &&
+         event.reload_id == request_.until_terminal_of_reload()) ||
+        (request_.until_next_terminal() && terminal && event.parent_reload_id == 0) ||
+        (request_.max_events() != 0 && phase_events_ >= request_.max_events())) {
+      pending_finish_ = grpc::Status::OK;
+      finishing_ = true;
+    }
+  }
+
+  void FinishLocked(grpc::Status status) {
+    pending_finish_ = std::move(status);
+    finishing_ = true;
+    WriteNextLocked();
+  }
+
+  // Starts the next write, or finishes once the queue is drained. One write in flight.
+  void WriteNextLocked() {
+    if (writing_ || finish_called_) return;
+    if (!queue_.empty()) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      if (current_.kind() == v1::EVENT_KIND_PHASE) last_written_seq_ = current_.seq();
+      writing_ = true;
+      last_write_ = absl::Now();
+      StartWrite(&current_);
+      return;
+    }
+    if (pending_finish_) {
+      finish_called_ = true;
+      Finish(*pending_finish_);
+    }
+  }
+
+  PhaseHub* const hub_;
+  grpc::CallbackServerContext* const context_;
+  const v1::SubscribeReloadPhasesRequest request_;
+  std::set<std::string> names_;
+  absl::Duration heartbeat_ = absl::ZeroDuration();
+
+  std::mutex mu_;
+  std::deque<v1::ReloadPhaseEvent> queue_;
+  v1::ReloadPhaseEvent current_;  // the message being written; must outlive the write
+  bool writing_ = false;
+  bool finishing_ = false;  // no more events are accepted
+  bool finish_called_ = false;
+  std::optional<grpc::Status> pending_finish_;
+  uint64_t last_covered_seq_ = 0;  // journal position this stream has accounted for
+  uint64_t last_written_seq_ = 0;
+  uint64_t phase_events_ = 0;
+  size_t backlog_allowance_ = 0;
+  absl::Time last_write_ = absl::Now();
+  std::shared_ptr<PhaseStream> self_;
+};
+
+PhaseHub::PhaseHub(core::Runtime& runtime, PhaseHubOptions options)
+    : runtime_(runtime), options_(options) {
+  listener_ = runtime_.journal().AddListener([this](const core::PhaseEvent& e) { Deliver(e); });
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+PhaseHub::~PhaseHub() {
+  Shutdown();
+  runtime_.journal().RemoveListener(listener_);
+}
+
+grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PhaseHub::Open(
+    grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request) {
+  auto stream = std::make_shared<PhaseStream>(this, context, *request);
+  stream->SetSelf(stream);
+  std::optional<grpc::Status> refusal;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) {
+      refusal = grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down");
+    } else if (streams_.size() >= options_.max_subscribers) {
+      refusal = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                             absl::StrCat("too many subscribers (limit ", options_.max_subscribers,
+                                          ", see --max-subscribers)"));
+    } else {
+      streams_.push_back(stream);
+    }
+  }
+  if (refusal) {
+    stream->Terminate(*refusal);
+  } else {
+    stream->Start();
+  }
+  return stream.get();
+}
+
+void PhaseHub::Deliver(const core::PhaseEvent& event) {
+  std::vector<std::shared_ptr<PhaseStream>> streams;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    streams = streams_;
+  }
+  for (const auto& s : streams) s->Offer(event);
+}
+
+void PhaseHub::Remove(PhaseStream* stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
+                                [stream](const auto& s) { return s.get() == stream; }),
+                 streams_.end());
+}
+
+void PhaseHub::Shutdown() {
+  std::vector<std::shared_ptr<PhaseStream>> streams;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    streams = streams_;
+  }
+  heartbeat_cv_.notify_all();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  for (const auto& s : streams) {
+    s->Terminate(grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down"));
+  }
+}
+
+size_t PhaseHub::subscriber_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return streams_.size();
+}
+
+void PhaseHub::HeartbeatLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!shut_down_) {
+    heartbeat_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    if (shut_down_) break;
+    std::vector<std::shared_ptr<PhaseStream>> streams = streams_;
+    lock.unlock();
+    const absl::Time now = absl::Now();
+    for (const auto& s : streams) s->MaybeHeartbeat(now);
+    lock.lock();
+  }
+}
+
+}  // namespace polyplug::host

@@ -1,0 +1,359 @@
+#include "polyplug/host/plugin_host_service.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "polyplug/core/error.h"
+#include "polyplug/core/ids.h"
+#include "polyplug/host/status_mapping.h"
+
+namespace polyplug::host {
+namespace {
+
+namespace fs = std::filesystem;
+using core::ErrorReason;
+using core::MakeError;
+
+constexpr size_t kMaxNameBytes = 1024;
+constexpr size_t kMaxPathBytes = 4096;
+
+bool IsWithin(const fs::path& path, const fs::path& dir) {
+  auto [dir_end, ignored] = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
+  return dir_end == dir.end();
+}
+
+absl::Status CheckName(absl::string_view field, const std::string& value) {
+  if (value.empty()) {
+    return MakeError(ErrorReason::kInvalidArgument, absl::StrCat("field '", field, "' is empty"));
+  }
+  if (value.size() > kMaxNameBytes) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("field '", field, "' is ", value.size(), " bytes; the limit is ",
+                                  kMaxNameBytes));
+  }
+  return absl::OkStatus();
+}
+
+// Constant-time comparison, so a remote caller learns nothing from response times.
+bool SecretEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
+grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& token) {
+  if (token.empty()) return grpc::Status::OK;
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    context->AddTrailingMetadata(kReasonTrailer, "PERMISSION_DENIED");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "[PERMISSION_DENIED] this host requires 'authorization: Bearer <token>' "
+                        "metadata (see --auth-token-file)");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  if (!absl::StartsWith(value, "Bearer ") || !SecretEquals(value.substr(7), token)) {
+    context->AddTrailingMetadata(kReasonTrailer, "PERMISSION_DENIED");
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "[PERMISSION_DENIED] the bearer token is not accepted");
+  }
+  return grpc::Status::OK;
+}
+
+PluginHostService::PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
+                                     PluginHostServiceOptions options)
+    : runtime_(runtime), hub_(hub), worker_(worker), options_(std::move(options)) {}
+
+absl::StatusOr<fs::path> PluginHostService::ConfinePath(const std::string& path) const {
+  if (path.empty() || path.size() > kMaxPathBytes || path.find('\0') != std::string::npos) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     "field 'path' must be a non-empty path of at most 4096 bytes");
+  }
+  std::error_code ec;
+  std::vector<fs::path> candidates;
+  if (fs::path(path).is_absolute()) {
+    candidates.push_back(path);
+  } else {
+    for (const fs::path& root : options_.bundle_roots) candidates.push_back(root / path);
+  }
+  for (const fs::path& candidate : candidates) {
+    const fs::path real = fs::weakly_canonical(candidate, ec);
+    if (ec) continue;
+    for (const fs::path& root : options_.bundle_roots) {
+      if (IsWithin(real, root) && real != root) {
+        if (candidates.size() == 1 || fs::exists(real, ec)) return real;
+      }
+    }
+  }
+  std::vector<std::string> roots;
+  for (const fs::path& r : options_.bundle_roots) roots.push_back(r.string());
+  return MakeError(
+      ErrorReason::kPermissionDenied,
+      absl::StrCat("path \"", path, "\" resolves outside the bundle roots (",
+                   roots.empty() ? "none configured" : absl::StrJoin(roots, ", "),
+                   "); '..', symlinks leading out and other absolute paths are refused"));
+}
+
+bool PluginHostService::Unauthorized(grpc::CallbackServerContext* context,
+                                     grpc::ServerUnaryReactor* reactor) {
+  grpc::Status auth = Authorize(context, options_.auth_token);
+  if (auth.ok()) return false;
+  reactor->Finish(auth);
+  return true;
+}
+
+bool PluginHostService::Reject(grpc::CallbackServerContext* context,
+                               grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  if (status.ok()) return false;
+  reactor->Finish(ToGrpcStatus(status, context));
+  return true;
+}
+
+std::vector<core::PhaseEvent> PluginHostService::EventsAfter(uint64_t seq) const {
+  auto events = runtime_.journal().ReadAfter(seq);
+  return events.ok() ? *std::move(events) : std::vector<core::PhaseEvent>{};
+}
+
+namespace {
+grpc::Status ShuttingDown() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down");
+}
+}  // namespace
+
+grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext* context,
+                                                    const v1::ReloadRequest* request,
+                                                    v1::ReloadResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  fs::path path;
+  std::string name;
+  switch (request->bundle_case()) {
+    case v1::ReloadRequest::kName:
+      if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
+      name = request->name();
+      break;
+    case v1::ReloadRequest::kPath: {
+      auto confined = ConfinePath(request->path());
+      if (Reject(context, reactor, confined.status())) return reactor;
+      path = *confined;
+      break;
+    }
+    default:
+      Reject(
+          context, reactor,
+          MakeError(ErrorReason::kInvalidArgument, "set 'name' or 'path' of the bundle to reload"));
+      return reactor;
+  }
+  worker_.Post(
+      [this, context, reactor, response, name, path] {
+        auto outcome =
+            name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
+        if (!outcome.ok()) {
+          reactor->Finish(ToGrpcStatus(outcome.status(), context));
+          return;
+        }
+        response->set_outcome(outcome->ok() ? v1::RELOAD_OUTCOME_RELOADED
+                                            : v1::RELOAD_OUTCOME_FAILED);
+        if (!outcome->ok()) {
+          response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
+          response->set_message(std::string(outcome->status.message()));
+        }
+        response->set_reload_id(outcome->reload_id);
+        for (const core::PhaseEvent& e : outcome->events) ToProto(e, response->add_events());
+        if (!outcome->events.empty())
+          response->set_bundle_name(outcome->events.front().bundle_name);
+        response->set_registry_revision(outcome->registry_revision);
+        response->set_host_epoch(runtime_.host_epoch());
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerContext* context,
+                                                        const v1::LoadBundleRequest* request,
+                                                        v1::LoadBundleResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  auto confined = ConfinePath(request->path());
+  if (Reject(context, reactor, confined.status())) return reactor;
+  worker_.Post(
+      [this, context, reactor, response, path = *confined] {
+        const uint64_t before = runtime_.journal().last_seq();
+        auto info = runtime_.LoadBundle(path);
+        if (!info.ok()) {
+          reactor->Finish(ToGrpcStatus(info.status(), context));
+          return;
+        }
+        ToProto(*info, runtime_, response->mutable_bundle());
+        for (const core::PhaseEvent& e : EventsAfter(before)) {
+          if (e.bundle_id == info->id && e.phase == core::Phase::kLoaded)
+            ToProto(e, response->mutable_event());
+        }
+        response->set_registry_revision(runtime_.registry().revision());
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerContext* context,
+                                                          const v1::UnloadBundleRequest* request,
+                                                          v1::UnloadBundleResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
+  worker_.Post(
+      [this, context, reactor, response, name = request->name(), cascade = request->cascade()] {
+        const uint64_t before = runtime_.journal().last_seq();
+        auto unloaded = runtime_.UnloadBundle(
+            name, cascade ? core::UnloadMode::kCascade : core::UnloadMode::kRefuseIfInUse);
+        if (!unloaded.ok()) {
+          reactor->Finish(ToGrpcStatus(unloaded.status(), context));
+          return;
+        }
+        for (const std::string& n : *unloaded) response->add_unloaded(n);
+        for (const core::PhaseEvent& e : EventsAfter(before)) {
+          if (e.phase == core::Phase::kUnloading) ToProto(e, response->add_events());
+        }
+        response->set_registry_revision(runtime_.registry().revision());
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::FindContract(grpc::CallbackServerContext* context,
+                                                          const v1::FindContractRequest* request,
+                                                          v1::ContractHandle* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  uint64_t contract_id = 0;
+  std::string label;
+  if (request->contract_case() == v1::FindContractRequest::kContractId) {
+    contract_id = request->contract_id();
+    label = core::FormatContractId(contract_id);
+  } else if (request->contract_case() == v1::FindContractRequest::kName) {
+    if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
+    auto ref = core::ParseContractRef(request->name());
+    if (!ref.ok()) {
+      Reject(context, reactor,
+             MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("field 'name': ", ref.status().message())));
+      return reactor;
+    }
+    const uint32_t major = ref->version ? ref->major() : request->major();
+    contract_id = core::GuestContractId(ref->name, major);
+    label = absl::StrCat(ref->name, "@", major);
+  } else {
+    Reject(context, reactor,
+           MakeError(ErrorReason::kInvalidArgument,
+                     "set 'name' (\"contract@major\") or 'contract_id' of the contract to find"));
+    return reactor;
+  }
+  absl::StatusOr<core::ContractHandle> handle;
+  if (!request->bundle().empty()) {
+    handle = runtime_.registry().FindInBundle(core::BundleId(request->bundle()), contract_id,
+                                              request->min_version());
+  } else {
+    handle = runtime_.Find(contract_id, request->min_version());
+  }
+  if (!handle.ok()) {
+    Reject(context, reactor,
+           MakeError(ErrorReason::kContractNotFound,
+                     absl::StrCat("no provider of contract ", label,
+                                  request->min_version()
+                                      ? absl::StrCat(" with major >= ", request->min_version())
+                                      : "",
+                                  request->bundle().empty()
+                                      ? ""
+                                      : absl::StrCat(" in bundle \"", request->bundle(), "\""),
+                                  " is loaded")));
+    return reactor;
+  }
+  auto entry = runtime_.registry().Describe(*handle);
+  if (Reject(context, reactor, entry.status())) return reactor;
+  ToProto(*entry, runtime_, response);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::ListBundles(grpc::CallbackServerContext* context,
+                                                         const v1::ListBundlesRequest*,
+                                                         v1::ListBundlesResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  response->set_registry_revision(runtime_.registry().revision());
+  for (const core::BundleInfo& b : runtime_.ListBundles())
+    ToProto(b, runtime_, response->add_bundles());
+  response->set_host_epoch(runtime_.host_epoch());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::ListContracts(grpc::CallbackServerContext* context,
+                                                           const v1::ListContractsRequest* request,
+                                                           v1::ListContractsResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  std::vector<core::ContractEntry> entries;
+  if (request->bundle().empty()) {
+    entries = runtime_.registry().List();
+  } else {
+    if (auto b = runtime_.GetBundle(request->bundle()); !b.ok()) {
+      Reject(context, reactor, b.status());
+      return reactor;
+    }
+    entries = runtime_.registry().ListBundle(core::BundleId(request->bundle()));
+  }
+  for (const core::ContractEntry& e : entries) ToProto(e, runtime_, response->add_contracts());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerContext* context,
+                                                         const v1::GetHostInfoRequest*,
+                                                         v1::HostInfo* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  response->set_version(POLYPLUG_HOST_VERSION);
+  response->set_host_epoch(runtime_.host_epoch());
+  response->set_registry_revision(runtime_.registry().revision());
+  for (const fs::path& r : options_.bundle_roots) response->add_bundle_roots(r.string());
+  response->set_hot_reload_enabled(runtime_.hot_reload_enabled());
+  const absl::Duration uptime = absl::Now() - options_.started;
+  response->mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
+  response->mutable_uptime()->set_nanos(
+      static_cast<int32_t>(absl::ToInt64Nanoseconds(uptime) % 1000000000));
+  response->set_bundle_count(static_cast<uint32_t>(runtime_.ListBundles().size()));
+  response->set_contract_count(static_cast<uint32_t>(runtime_.registry().List().size()));
+  response->set_subscriber_count(static_cast<uint32_t>(hub_.subscriber_count()));
+  response->set_last_seq(runtime_.journal().last_seq());
+  response->set_earliest_seq(runtime_.journal().earliest_seq());
+  response->set_journal_capacity(runtime_.journal().capacity());
+  for (const std::string& a : options_.listen_addresses) response->add_listen_addresses(a);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PluginHostService::SubscribeReloadPhases(
+    grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request) {
+  if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
+    class Refused : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
+     public:
+      explicit Refused(const grpc::Status& status) { Finish(status); }
+      void OnDone() override { delete this; }
+    };
+    return new Refused(auth);
+  }
+  return hub_.Open(context, request);
+}
+
+}  // namespace polyplug::host

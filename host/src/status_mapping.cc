@@ -1,0 +1,116 @@
+#include "polyplug/host/status_mapping.h"
+
+#include "absl/strings/str_cat.h"
+#include "polyplug/core/error.h"
+
+namespace polyplug::host {
+
+grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context) {
+  if (status.ok()) return grpc::Status::OK;
+  const core::ErrorReason reason = core::ReasonOf(status);
+  const std::string token(core::ReasonToken(
+      reason == core::ErrorReason::kUnspecified ? core::ErrorReason::kInternal : reason));
+  if (context != nullptr) context->AddTrailingMetadata(kReasonTrailer, token);
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                      absl::StrCat("[", token, "] ", std::string(status.message())));
+}
+
+v1::FailureReason ToProtoReason(core::ErrorReason reason) {
+  // The proto enum mirrors core::ErrorReason value for value.
+  const int value = static_cast<int>(reason);
+  return v1::FailureReason_IsValid(value) ? static_cast<v1::FailureReason>(value)
+                                          : v1::FAILURE_REASON_INTERNAL;
+}
+
+v1::Phase ToProtoPhase(core::Phase phase) {
+  switch (phase) {
+    case core::Phase::kPreparing:
+      return v1::PHASE_PREPARING;
+    case core::Phase::kReloaded:
+      return v1::PHASE_RELOADED;
+    case core::Phase::kFailed:
+      return v1::PHASE_FAILED;
+    case core::Phase::kUnloading:
+      return v1::PHASE_UNLOADING;
+    case core::Phase::kLoaded:
+      return v1::PHASE_LOADED;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+void ToProto(const core::Version& version, v1::Version* out) {
+  out->set_major(version.major);
+  out->set_minor(version.minor);
+  out->set_patch(version.patch);
+}
+
+void ToProto(const core::PhaseEvent& event, v1::ReloadPhaseEvent* out) {
+  out->set_host_epoch(event.host_epoch);
+  out->set_seq(event.seq);
+  out->set_kind(v1::EVENT_KIND_PHASE);
+  out->set_phase(ToProtoPhase(event.phase));
+  out->set_bundle_id(event.bundle_id);
+  out->set_bundle_name(event.bundle_name);
+  ToProto(event.bundle_version, out->mutable_bundle_version());
+  out->set_reload_id(event.reload_id);
+  out->set_parent_reload_id(event.parent_reload_id);
+  out->set_root_reload_id(event.root_reload_id);
+  out->mutable_time()->set_seconds(event.timestamp_unix_nanos / 1000000000);
+  out->mutable_time()->set_nanos(static_cast<int32_t>(event.timestamp_unix_nanos % 1000000000));
+  out->set_reason(ToProtoReason(event.reason));
+  out->set_message(event.message);
+  out->set_registry_revision(event.registry_revision);
+  out->set_live_instances(event.live_instances);
+}
+
+void ToProto(const core::ContractEntry& entry, const core::Runtime& runtime,
+             v1::ContractHandle* out) {
+  out->set_contract_id(entry.contract_id);
+  out->set_contract_name(entry.contract_name);
+  out->set_index(entry.handle.index);
+  out->set_generation(entry.handle.generation);
+  out->set_provider_bundle_id(entry.bundle_id);
+  ToProto(entry.version, out->mutable_contract_version());
+  out->set_plugin_name(entry.plugin_name);
+  out->set_host_epoch(runtime.host_epoch());
+  out->set_registry_revision(runtime.registry().revision());
+  out->set_invocable(entry.has_invoke);
+  for (const core::BundleInfo& b : runtime.ListBundles()) {
+    if (b.id == entry.bundle_id) {
+      out->set_provider_bundle_name(b.name);
+      ToProto(b.version, out->mutable_provider_version());
+      break;
+    }
+  }
+}
+
+void ToProto(const core::BundleInfo& bundle, const core::Runtime& runtime, v1::Bundle* out) {
+  out->set_id(bundle.id);
+  out->set_name(bundle.name);
+  ToProto(bundle.version, out->mutable_version());
+  out->set_dir(bundle.dir.string());
+  out->set_artifact(bundle.artifact.string());
+  out->set_loader(bundle.loader);
+  out->set_needs_reinit_on_dep_reload(bundle.needs_reinit_on_dep_reload);
+  for (const std::string& p : bundle.provides) out->add_provides(p);
+  for (uint64_t d : bundle.declared_dependencies) out->add_declared_dependencies(d);
+  out->set_reload_count(bundle.reload_count);
+  for (const core::ContractEntry& e : runtime.registry().ListBundle(bundle.id)) {
+    v1::ContractHandle* h = out->add_contracts();
+    h->set_contract_id(e.contract_id);
+    h->set_contract_name(e.contract_name);
+    h->set_index(e.handle.index);
+    h->set_generation(e.handle.generation);
+    h->set_provider_bundle_id(bundle.id);
+    h->set_provider_bundle_name(bundle.name);
+    ToProto(bundle.version, h->mutable_provider_version());
+    ToProto(e.version, h->mutable_contract_version());
+    h->set_plugin_name(e.plugin_name);
+    h->set_host_epoch(runtime.host_epoch());
+    h->set_registry_revision(runtime.registry().revision());
+    h->set_invocable(e.has_invoke);
+  }
+}
+
+}  // namespace polyplug::host

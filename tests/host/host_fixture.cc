@@ -1,0 +1,344 @@
+#include "host/host_fixture.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+extern char** environ;
+
+namespace polyplug::test {
+
+namespace fs = std::filesystem;
+namespace v1 = ::polyplug::host::v1;
+
+namespace {
+
+constexpr absl::string_view kReasonTrailer = "polyplug-reason";
+
+// Channel arguments every test channel uses: reconnect quickly while the host is still
+// binding its socket, and keep each channel's connection to itself.
+void AddCommonArgs(grpc::ChannelArguments& args) {
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 250);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+}
+
+std::chrono::system_clock::time_point Deadline(std::chrono::seconds after) {
+  return std::chrono::system_clock::now() + after;
+}
+
+std::string ReadWholeFile(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "";
+  return ReadFile(path);
+}
+
+}  // namespace
+
+HostProcess::HostProcess(std::vector<std::string> args, std::string auth_token)
+    : args_(std::move(args)),
+      auth_token_(std::move(auth_token)),
+      address_(absl::StrCat("unix:", (dir_.path() / "host.sock").string())) {}
+
+HostProcess::~HostProcess() {
+  // Closing our connection first lets the host's graceful shutdown finish at once.
+  stub_.reset();
+  channel_.reset();
+  if (running()) {
+    // Every scenario must end in a clean shutdown.
+    Kill(SIGTERM);
+    const int status = WaitExit();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "polyplug-host " << DescribeWaitStatus(status) << " on SIGTERM; stderr:\n"
+        << Stderr();
+  }
+  if (pid_ > 0) {
+    const std::string log = Stderr();
+    EXPECT_FALSE(absl::StrContains(log, "Sanitizer") || absl::StrContains(log, "runtime error:"))
+        << "polyplug-host reported a sanitizer error:\n"
+        << log;
+  }
+}
+
+absl::Status HostProcess::Start() {
+  std::vector<std::string> argv = {POLYPLUG_HOST_BINARY, "--listen", address_};
+  if (std::find(args_.begin(), args_.end(), "--state-dir") == args_.end()) {
+    const fs::path state = dir_.path() / "state";
+    fs::create_directories(state);
+    argv.push_back("--state-dir");
+    argv.push_back(state.string());
+  }
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  std::vector<char*> raw;
+  for (std::string& a : argv) raw.push_back(a.data());
+  raw.push_back(nullptr);
+
+  const std::string out_path = (dir_.path() / "stdout.log").string();
+  const std::string err_path = (dir_.path() / "stderr.log").string();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int spawn_error = posix_spawn(&pid_, raw[0], &actions, nullptr, raw.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawn_error != 0) {
+    pid_ = -1;
+    return absl::InternalError(
+        absl::StrCat("posix_spawn(", argv[0], "): ", std::strerror(spawn_error)));
+  }
+  const std::string command = absl::StrJoin(argv, " ");
+
+  channel_ = NewChannel();
+  stub_ = v1::PluginHost::NewStub(channel_);
+  const auto deadline = Deadline(kStartDeadline);
+  // Wait on the channel's state in short slices so that a host that dies at start-up is
+  // reported at once rather than after the whole deadline.
+  while (!channel_->WaitForConnected(
+      std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(200)))) {
+    if (PollExited()) {
+      return absl::UnavailableError(absl::StrCat("`", command, "` ",
+                                                 DescribeWaitStatus(*exit_status_),
+                                                 " before serving; stderr:\n", Stderr()));
+    }
+    if (std::chrono::system_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "`", command, "` did not accept a connection on ", address_, "; stderr:\n", Stderr()));
+    }
+  }
+  auto context = NewContext();
+  context->set_deadline(deadline);
+  const grpc::Status status =
+      stub_->GetHostInfo(context.get(), v1::GetHostInfoRequest(), &info_at_start_);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "`", command, "`: GetHostInfo failed: ", ToString(status), "; stderr:\n", Stderr()));
+  }
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::Channel> HostProcess::NewChannel(grpc::ChannelArguments args) const {
+  AddCommonArgs(args);
+  return grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args);
+}
+
+std::unique_ptr<v1::PluginHost::Stub> HostProcess::NewStub(grpc::ChannelArguments args) const {
+  return v1::PluginHost::NewStub(NewChannel(std::move(args)));
+}
+
+std::unique_ptr<grpc::ClientContext> HostProcess::NewContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(Deadline(kCallDeadline));
+  if (!auth_token_.empty()) context->AddMetadata("authorization", "Bearer " + auth_token_);
+  return context;
+}
+
+std::string HostProcess::Stdout() const { return ReadWholeFile(dir_.path() / "stdout.log"); }
+std::string HostProcess::Stderr() const { return ReadWholeFile(dir_.path() / "stderr.log"); }
+
+void HostProcess::Kill(int signal) {
+  if (running()) kill(pid_, signal);
+}
+
+bool HostProcess::PollExited() {
+  if (pid_ <= 0) return false;
+  if (exit_status_) return true;
+  int status = 0;
+  pid_t r;
+  do {
+    r = waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == pid_) {
+    exit_status_ = status;
+    return true;
+  }
+  return false;
+}
+
+int HostProcess::WaitExit() {
+  if (exit_status_) return *exit_status_;
+  if (pid_ <= 0) {
+    ADD_FAILURE() << "WaitExit() on a host that was never started";
+    return -1;
+  }
+  // A pidfd becomes readable when the process exits: wait for that event, bounded.
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+  if (pidfd >= 0) {
+    pollfd fd{pidfd, POLLIN, 0};
+    int r;
+    do {
+      r = poll(&fd, 1, static_cast<int>(std::chrono::milliseconds(kCallDeadline).count()));
+    } while (r < 0 && errno == EINTR);
+    close(pidfd);
+    if (r == 0) {
+      ADD_FAILURE() << "polyplug-host (pid " << pid_ << ") did not exit within "
+                    << kCallDeadline.count() << " s; killing it. stderr:\n"
+                    << Stderr();
+      kill(pid_, SIGKILL);
+    }
+  }
+  int status = 0;
+  while (waitpid(pid_, &status, 0) < 0) {
+    if (errno != EINTR) {
+      ADD_FAILURE() << "waitpid(" << pid_ << "): " << std::strerror(errno);
+      return -1;
+    }
+  }
+  exit_status_ = status;
+  return status;
+}
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return absl::StrCat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)),
+                        ")");
+  }
+  return absl::StrCat("wait status ", status);
+}
+
+std::string ToString(const grpc::Status& status) {
+  // absl and gRPC share the canonical code numbering.
+  const std::string name =
+      absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+  if (status.ok()) return name;
+  return absl::StrCat(name, ": ", status.error_message());
+}
+
+std::string ReasonTokenOf(const grpc::Status& status) {
+  const std::string& message = status.error_message();
+  if (!absl::StartsWith(message, "[")) return "";
+  const size_t end = message.find(']');
+  if (end == std::string::npos) return "";
+  return message.substr(1, end - 1);
+}
+
+std::string TrailingReasonOf(const grpc::ClientContext& context) {
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find(grpc::string_ref(kReasonTrailer.data(), kReasonTrailer.size()));
+  if (it == trailers.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+std::string Describe(const v1::ReloadPhaseEvent& event) {
+  switch (event.kind()) {
+    case v1::EVENT_KIND_PHASE: {
+      std::string phase = v1::Phase_Name(event.phase());
+      if (absl::StartsWith(phase, "PHASE_")) phase = phase.substr(6);
+      return absl::StrCat(phase, " ", event.bundle_name());
+    }
+    case v1::EVENT_KIND_SNAPSHOT:
+      return absl::StrCat("SNAPSHOT ", event.bundle_name());
+    case v1::EVENT_KIND_SNAPSHOT_END:
+      return "SNAPSHOT_END";
+    case v1::EVENT_KIND_PROGRESS:
+      return "PROGRESS";
+    default:
+      return absl::StrCat("kind ", static_cast<int>(event.kind()), " ", event.bundle_name());
+  }
+}
+
+std::vector<std::string> Describe(const std::vector<v1::ReloadPhaseEvent>& events) {
+  std::vector<std::string> out;
+  for (const v1::ReloadPhaseEvent& e : events) out.push_back(Describe(e));
+  return out;
+}
+
+std::vector<std::string> Describe(
+    const google::protobuf::RepeatedPtrField<v1::ReloadPhaseEvent>& events) {
+  return Describe(std::vector<v1::ReloadPhaseEvent>(events.begin(), events.end()));
+}
+
+std::vector<uint64_t> SeqsOf(const std::vector<v1::ReloadPhaseEvent>& events) {
+  std::vector<uint64_t> out;
+  for (const v1::ReloadPhaseEvent& e : events) out.push_back(e.seq());
+  return out;
+}
+
+std::vector<uint64_t> SeqsOf(
+    const google::protobuf::RepeatedPtrField<v1::ReloadPhaseEvent>& events) {
+  return SeqsOf(std::vector<v1::ReloadPhaseEvent>(events.begin(), events.end()));
+}
+
+std::string VersionString(const v1::Version& version) {
+  return absl::StrCat(version.major(), ".", version.minor(), ".", version.patch());
+}
+
+Subscription::Subscription(v1::PluginHost::Stub& stub,
+                           const v1::SubscribeReloadPhasesRequest& request,
+                           std::unique_ptr<grpc::ClientContext> context)
+    : context_(std::move(context)) {
+  reader_ = stub.SubscribeReloadPhases(context_.get(), request);
+}
+
+Subscription::~Subscription() {
+  if (!status_) {
+    context_->TryCancel();
+    Finish();
+  }
+}
+
+std::optional<v1::ReloadPhaseEvent> Subscription::Next() {
+  if (status_) return std::nullopt;
+  v1::ReloadPhaseEvent event;
+  if (!reader_->Read(&event)) return std::nullopt;
+  return event;
+}
+
+std::optional<v1::ReloadPhaseEvent> Subscription::NextPhase() {
+  while (auto event = Next()) {
+    if (event->kind() == v1::EVENT_KIND_PHASE) return event;
+  }
+  return std::nullopt;
+}
+
+std::optional<v1::ReloadPhaseEvent> Subscription::ReadSnapshot(
+    std::vector<v1::ReloadPhaseEvent>* snapshot) {
+  while (auto event = Next()) {
+    if (event->kind() == v1::EVENT_KIND_SNAPSHOT_END) return event;
+    if (snapshot != nullptr && event->kind() == v1::EVENT_KIND_SNAPSHOT) {
+      snapshot->push_back(*event);
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<v1::ReloadPhaseEvent> Subscription::ReadPhases(size_t n) {
+  std::vector<v1::ReloadPhaseEvent> out;
+  while (out.size() < n) {
+    auto event = NextPhase();
+    if (!event) break;
+    out.push_back(*std::move(event));
+  }
+  return out;
+}
+
+std::vector<v1::ReloadPhaseEvent> Subscription::ReadToEnd() {
+  std::vector<v1::ReloadPhaseEvent> out;
+  while (auto event = Next()) out.push_back(*std::move(event));
+  return out;
+}
+
+grpc::Status Subscription::Finish() {
+  if (!status_) status_ = reader_->Finish();
+  return *status_;
+}
+
+}  // namespace polyplug::test

@@ -1,0 +1,160 @@
+// Helpers for tests that drive a real polyplug-host process over gRPC.
+//
+// HostProcess spawns the executable (POLYPLUG_HOST_BINARY) on a unix socket in its own
+// temp dir, captures stdout and stderr to files there, and waits until the host answers
+// GetHostInfo. Everything waits on events (channel state, stream reads, process exit);
+// deadlines only bound how long a broken host can stall a test, they are never assertions.
+#ifndef POLYPLUG_TESTS_HOST_HOST_FIXTURE_H_
+#define POLYPLUG_TESTS_HOST_HOST_FIXTURE_H_
+
+#include <grpcpp/grpcpp.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/repeated_ptr_field.h"
+#include "polyplug/host/v1/host.grpc.pb.h"
+#include "support/bundle_fixture.h"
+
+namespace polyplug::test {
+
+// How long a single call or stream may take before the test gives up on the host. A
+// safety net against a hung host, not a performance expectation.
+inline constexpr std::chrono::seconds kCallDeadline{60};
+// How long the host may take to come up.
+inline constexpr std::chrono::seconds kStartDeadline{30};
+
+// One polyplug-host process. Not copyable. The destructor stops a host still running with
+// SIGTERM and expects it to exit 0, and expects no sanitizer report in its stderr.
+class HostProcess {
+ public:
+  // `args` are the flags after the binary, e.g. {"--bundles", root}. --listen
+  // unix:<dir>/host.sock is always added, and --state-dir <dir>/state unless `args` has
+  // one. `auth_token` (if any) is sent by NewContext() and the readiness probe.
+  explicit HostProcess(std::vector<std::string> args, std::string auth_token = "");
+  ~HostProcess();
+  HostProcess(const HostProcess&) = delete;
+  HostProcess& operator=(const HostProcess&) = delete;
+
+  // Spawns the host and waits until its channel is connected and GetHostInfo succeeds.
+  // On failure the status names what went wrong and carries the host's stderr.
+  absl::Status Start();
+
+  // The stub on the main channel.
+  host::v1::PluginHost::Stub& stub() { return *stub_; }
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
+  // A new channel with its own connection (local subchannel pool), e.g. for a concurrent
+  // subscriber; `args` may add channel arguments.
+  std::shared_ptr<grpc::Channel> NewChannel(grpc::ChannelArguments args = {}) const;
+  std::unique_ptr<host::v1::PluginHost::Stub> NewStub(grpc::ChannelArguments args = {}) const;
+
+  // A client context with the auth token (if any) and a deadline of kCallDeadline.
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+
+  // GetHostInfo as of Start().
+  const host::v1::HostInfo& info_at_start() const { return info_at_start_; }
+  uint64_t epoch() const { return info_at_start_.host_epoch(); }
+
+  const std::string& address() const { return address_; }  // "unix:/.../host.sock"
+  const std::filesystem::path& dir() const { return dir_.path(); }
+  pid_t pid() const { return pid_; }
+
+  // What the host wrote so far.
+  std::string Stdout() const;
+  std::string Stderr() const;
+
+  // Sends `signal` to the host (no-op once it was reaped).
+  void Kill(int signal);
+  // Waits until the host exits and returns its waitpid status (use WIFEXITED etc.). A host
+  // that has not exited after kCallDeadline records a test failure and is killed.
+  int WaitExit();
+  // True until WaitExit() reaped the process (or Start() saw it die).
+  bool running() const { return pid_ > 0 && !exit_status_.has_value(); }
+
+ private:
+  // Reaps the process if it exited; true if it did.
+  bool PollExited();
+
+  TempDir dir_;
+  std::vector<std::string> args_;
+  std::string auth_token_;
+  std::string address_;
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<host::v1::PluginHost::Stub> stub_;
+  host::v1::HostInfo info_at_start_;
+};
+
+// "exited with 0", "killed by signal 9": for failure messages.
+std::string DescribeWaitStatus(int status);
+
+// "NOT_FOUND: [BUNDLE_NOT_FOUND] no bundle ...": for failure messages.
+std::string ToString(const grpc::Status& status);
+
+// The reason token a gRPC error carries at the start of its message ("[TOKEN] ..."), or ""
+// when the message does not start with one.
+std::string ReasonTokenOf(const grpc::Status& status);
+// The `polyplug-reason` trailing metadata of a finished call, or "" when absent.
+std::string TrailingReasonOf(const grpc::ClientContext& context);
+
+// Compact forms for sequence assertions: "PREPARING chain_a", "SNAPSHOT counter",
+// "SNAPSHOT_END", "PROGRESS".
+std::string Describe(const host::v1::ReloadPhaseEvent& event);
+std::vector<std::string> Describe(const std::vector<host::v1::ReloadPhaseEvent>& events);
+std::vector<std::string> Describe(
+    const google::protobuf::RepeatedPtrField<host::v1::ReloadPhaseEvent>& events);
+
+// The seq numbers of `events`, in order.
+std::vector<uint64_t> SeqsOf(const std::vector<host::v1::ReloadPhaseEvent>& events);
+std::vector<uint64_t> SeqsOf(
+    const google::protobuf::RepeatedPtrField<host::v1::ReloadPhaseEvent>& events);
+
+// "1.0.0".
+std::string VersionString(const host::v1::Version& version);
+
+// One SubscribeReloadPhases stream read synchronously.
+class Subscription {
+ public:
+  // Opens the stream; `context` usually comes from HostProcess::NewContext().
+  Subscription(host::v1::PluginHost::Stub& stub,
+               const host::v1::SubscribeReloadPhasesRequest& request,
+               std::unique_ptr<grpc::ClientContext> context);
+  ~Subscription();
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  // The next message, or nullopt once the stream ended (then call Finish()).
+  std::optional<host::v1::ReloadPhaseEvent> Next();
+  // The next EVENT_KIND_PHASE message, skipping progress markers; nullopt at the end.
+  std::optional<host::v1::ReloadPhaseEvent> NextPhase();
+  // Reads the snapshot through its EVENT_KIND_SNAPSHOT_END marker, which is returned
+  // (nullopt if the stream ended first); the EVENT_KIND_SNAPSHOT messages go to `snapshot`.
+  std::optional<host::v1::ReloadPhaseEvent> ReadSnapshot(
+      std::vector<host::v1::ReloadPhaseEvent>* snapshot = nullptr);
+  // Reads `n` phase events; fewer if the stream ends first.
+  std::vector<host::v1::ReloadPhaseEvent> ReadPhases(size_t n);
+  // Reads until the stream ends and returns what came (progress markers included).
+  std::vector<host::v1::ReloadPhaseEvent> ReadToEnd();
+
+  // The stream's status; reads nothing more. Call once the stream ended or was cancelled.
+  grpc::Status Finish();
+  void Cancel() { context_->TryCancel(); }
+  grpc::ClientContext& context() { return *context_; }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReader<host::v1::ReloadPhaseEvent>> reader_;
+  std::optional<grpc::Status> status_;
+};
+
+}  // namespace polyplug::test
+
+#endif  // POLYPLUG_TESTS_HOST_HOST_FIXTURE_H_
