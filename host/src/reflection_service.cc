@@ -11,12 +11,17 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+
+// host.proto's FileDescriptorSet with source info (proto/CMakeLists.txt embeds it).
+extern const unsigned char polyplug_host_descriptor_set[];
+extern const std::size_t polyplug_host_descriptor_set_size;
 
 namespace polyplug::host {
 namespace {
@@ -39,6 +44,23 @@ void SetError(grpc::StatusCode code, std::string message, Response& response) {
   error->set_error_message(std::move(message));
 }
 
+// The project's own files as protoc saw them, comments included, so that `grpcurl describe`
+// shows them. Null for other files (the generated pool has no comments to offer).
+const std::string* DocumentedFile(const std::string& name) {
+  static const auto* files = [] {
+    auto* map = new std::unordered_map<std::string, std::string>();
+    google::protobuf::FileDescriptorSet set;
+    if (set.ParseFromArray(polyplug_host_descriptor_set,
+                           static_cast<int>(polyplug_host_descriptor_set_size))) {
+      for (const FileDescriptorProto& file : set.file())
+        (*map)[file.name()] = file.SerializeAsString();
+    }
+    return map;
+  }();
+  auto it = files->find(name);
+  return it == files->end() ? nullptr : &it->second;
+}
+
 // Appends `requested` and then its transitive imports (breadth first) as serialized
 // FileDescriptorProtos. `requested` is always sent; an import only if `sent_files` (the
 // names sent on this stream so far) does not hold it yet. Imports follow their importer,
@@ -52,9 +74,13 @@ void AddFileWithImports(const FileDescriptor* requested,
   std::vector<const FileDescriptor*> queue = {requested};
   for (size_t i = 0; i < queue.size(); ++i) {
     const FileDescriptor* file = queue[i];
-    FileDescriptorProto proto;
-    file->CopyTo(&proto);
-    proto.SerializeToString(out->Add());
+    if (const std::string* documented = DocumentedFile(file->name())) {
+      *out->Add() = *documented;
+    } else {
+      FileDescriptorProto proto;
+      file->CopyTo(&proto);
+      proto.SerializeToString(out->Add());
+    }
     for (int d = 0; d < file->dependency_count(); ++d) {
       const FileDescriptor* import = file->dependency(d);
       if (sent_files.insert(import->name()).second) queue.push_back(import);

@@ -239,6 +239,23 @@ TYPED_TEST(ReflectionVersionTest, DescribesPluginHostWithItsImports) {
   EXPECT_TRUE(subscribe->server_streaming());
 }
 
+// `grpcurl describe` prints the comments of host.proto, so reflection must carry them.
+TYPED_TEST(ReflectionVersionTest, HostProtoComesWithItsComments) {
+  Stream<TypeParam> stream(this->server_.channel());
+  const auto response = stream.FileContainingSymbol("polyplug.host.v1.PluginHost");
+  ClientPool client;
+  client.Add(response);
+  const google::protobuf::ServiceDescriptor* service =
+      client.pool().FindServiceByName("polyplug.host.v1.PluginHost");
+  ASSERT_NE(service, nullptr);
+  google::protobuf::SourceLocation location;
+  ASSERT_TRUE(service->GetSourceLocation(&location));
+  EXPECT_THAT(location.leading_comments, testing::HasSubstr("Controls the bundles"));
+  const google::protobuf::MethodDescriptor* reload = service->FindMethodByName("Reload");
+  ASSERT_TRUE(reload->GetSourceLocation(&location));
+  EXPECT_THAT(location.leading_comments, testing::HasSubstr("Hot-reloads one loaded bundle"));
+}
+
 TYPED_TEST(ReflectionVersionTest, DescribesHealth) {
   Stream<TypeParam> stream(this->server_.channel());
   const auto response = stream.FileContainingSymbol("grpc.health.v1.Health");
