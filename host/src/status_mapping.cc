@@ -1,6 +1,8 @@
 #include "polyplug/host/status_mapping.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "polyplug/core/error.h"
 
 namespace polyplug::host {
@@ -11,9 +13,17 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContex
   const std::string token(core::ReasonToken(
       reason == core::ErrorReason::kUnspecified ? core::ErrorReason::kInternal : reason));
   if (context != nullptr) context->AddTrailingMetadata(kReasonTrailer, token);
-  // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      absl::StrCat("[", token, "] ", std::string(status.message())));
+  std::string message = absl::StrCat("[", token, "] ", std::string(status.message()));
+  // The same reason as a google.rpc.ErrorInfo detail, for clients that read details.
+  google::rpc::ErrorInfo info;
+  info.set_reason(token);
+  info.set_domain("polyplug.host");
+  google::rpc::Status details;
+  details.set_code(static_cast<int32_t>(status.code()));  // absl and gRPC share the codes
+  details.set_message(message);
+  details.add_details()->PackFrom(info);
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message,
+                      details.SerializeAsString());
 }
 
 v1::FailureReason ToProtoReason(core::ErrorReason reason) {

@@ -679,6 +679,22 @@ class Conformance:
                      "[BUNDLE_NOT_FOUND]" in (err.details() or ""), f"details {err.details()!r}")
         trailers = dict(err.trailing_metadata() or ())
         self.r.equal("6 trailing metadata polyplug-reason", trailers.get("polyplug-reason"), "BUNDLE_NOT_FOUND")
+        # The same reason as a google.rpc.ErrorInfo detail; its types come from reflection too.
+        raw = trailers.get("grpc-status-details-bin")
+        self.r.check("6 the error carries grpc-status-details-bin", raw is not None)
+        if raw is None:
+            return
+        schema = self.host.schema
+        schema.fetch_symbol("google.rpc.Status")
+        schema.fetch_symbol("google.rpc.ErrorInfo")
+        status = schema.message_class("google.rpc.Status").FromString(raw)
+        self.r.equal("6 google.rpc.Status code", status.code, grpc.StatusCode.NOT_FOUND.value[0])
+        self.r.equal("6 one detail, an ErrorInfo", [d.type_url for d in status.details],
+                     ["type.googleapis.com/google.rpc.ErrorInfo"])
+        if len(status.details) == 1:
+            info = schema.message_class("google.rpc.ErrorInfo").FromString(status.details[0].value)
+            self.r.equal("6 ErrorInfo reason and domain", (info.reason, info.domain),
+                         ("BUNDLE_NOT_FOUND", "polyplug.host"))
 
     def run(self):
         for step in (self.test_list_services, self.test_describe_host, self.test_health,
