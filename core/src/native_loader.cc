@@ -11,16 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
+#include "polyplug/core/paths.h"
 
 namespace polyplug::core {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool IsWithin(const fs::path& path, const fs::path& dir) {
-  auto [dir_end, path_it] = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
-  return dir_end == dir.end();
-}
 
 #if defined(__x86_64__)
 constexpr uint16_t kHostMachine = EM_X86_64;
@@ -121,7 +117,7 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
   if (file.is_absolute()) return escape("is an absolute path");
   const fs::path dir = manifest.dir.lexically_normal();
   const fs::path lexical = (dir / file).lexically_normal();
-  if (!IsWithin(lexical, dir) || lexical == dir) return escape("leads out with '..'");
+  if (!IsPathWithin(lexical, dir) || lexical == dir) return escape("leads out with '..'");
   std::error_code ec;
   fs::file_status status = fs::symlink_status(lexical, ec);
   if (!fs::exists(status)) {
@@ -133,7 +129,7 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
   if (fs::is_symlink(status)) return escape("is a symlink");
   const fs::path real_dir = fs::canonical(dir, ec);
   const fs::path real_file = fs::canonical(lexical, ec);
-  if (ec || !IsWithin(real_file, real_dir))
+  if (ec || !IsPathWithin(real_file, real_dir))
     return escape("resolves outside through a symlinked directory");
   if (!fs::is_regular_file(real_file, ec)) {
     return MakeError(ErrorReason::kArtifactNotLoadable,

@@ -5,6 +5,7 @@
 #include "absl/strings/str_join.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
+#include "polyplug/core/paths.h"
 #include "polyplug/host/status_mapping.h"
 
 namespace polyplug::host {
@@ -16,11 +17,6 @@ using core::MakeError;
 
 constexpr size_t kMaxNameBytes = 1024;
 constexpr size_t kMaxPathBytes = 4096;
-
-bool IsWithin(const fs::path& path, const fs::path& dir) {
-  auto [dir_end, ignored] = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
-  return dir_end == dir.end();
-}
 
 absl::Status CheckName(absl::string_view field, const std::string& value) {
   if (value.empty()) {
@@ -87,7 +83,7 @@ absl::StatusOr<fs::path> PluginHostService::ConfinePath(const std::string& path)
     const fs::path real = fs::weakly_canonical(candidate, ec);
     if (ec) continue;
     for (const fs::path& root : options_.bundle_roots) {
-      if (IsWithin(real, root) && real != root) {
+      if (core::IsPathWithin(real, root) && real != root) {
         if (candidates.size() == 1 || fs::exists(real, ec)) return real;
       }
     }
