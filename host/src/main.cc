@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -85,6 +86,16 @@ int main(int argc, char** argv) {
   polyplug::host::HostServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
   for (const std::string& root : absl::GetFlag(FLAGS_bundles)) options.bundle_roots.push_back(root);
+#ifdef POLYPLUG_DEFAULT_BUNDLE_ROOT
+  if (options.bundle_roots.empty()) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(POLYPLUG_DEFAULT_BUNDLE_ROOT, ec)) {
+      options.bundle_roots.push_back(POLYPLUG_DEFAULT_BUNDLE_ROOT);
+      std::fprintf(stderr, "polyplug-host: no --bundles given; serving the example bundles in %s\n",
+                   POLYPLUG_DEFAULT_BUNDLE_ROOT);
+    }
+  }
+#endif
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.hot_reload = !absl::GetFlag(FLAGS_no_hot_reload);
   options.journal_size =
