@@ -215,6 +215,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       });
 
   grpc::ServerBuilder builder;
+  // TCP listeners on port 0 get a free port; it is reported in listen_addresses().
+  std::vector<std::pair<std::string, std::unique_ptr<int>>> selected_ports;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (tls) {
     grpc::SslServerCredentialsOptions ssl(
@@ -235,7 +237,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       // Unix sockets are local: plaintext with file permissions as the access control.
       builder.AddListeningPort(address, grpc::InsecureServerCredentials());
     } else {
-      builder.AddListeningPort(address, credentials);
+      selected_ports.push_back({address, std::make_unique<int>(0)});
+      builder.AddListeningPort(address, credentials, selected_ports.back().second.get());
     }
   }
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
@@ -258,6 +261,13 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   }
   health->SetStatus("", true);
   impl->listen = options.listen;
+  for (std::string& address : impl->listen) {
+    for (const auto& [requested, port] : selected_ports) {
+      if (address == requested && absl::EndsWith(address, ":0")) {
+        address = absl::StrCat(address.substr(0, address.size() - 1), *port);
+      }
+    }
+  }
   impl->warm_thread = std::thread([raw = impl.get()] { raw->KeepWarm(); });
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }
