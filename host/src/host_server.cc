@@ -1,11 +1,14 @@
 #include "polyplug/host/host_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -35,6 +38,20 @@ bool IsLoopbackHost(absl::string_view address) {
   if (absl::StartsWith(host, "[") && absl::EndsWith(host, "]"))
     host = host.substr(1, host.size() - 2);
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+// Whether something accepts connections on the unix socket at `path`.
+bool SocketIsServed(const fs::path& path) {
+  sockaddr_un address{};
+  if (path.native().size() >= sizeof(address.sun_path)) return false;
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.c_str(), path.native().size());
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const bool served =
+      connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  close(fd);
+  return served;
 }
 
 void LogPhase(const core::PhaseEvent& e) {
@@ -202,7 +219,6 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   impl->hub = std::make_unique<PhaseHub>(rt, PhaseHubOptions{options.max_subscribers, 1024});
   PluginHostServiceOptions service_options;
   service_options.bundle_roots = roots;
-  service_options.listen_addresses = options.listen;
   service_options.auth_token = options.auth_token;
   impl->service =
       std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, service_options);
@@ -231,8 +247,16 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
     if (absl::StartsWith(address, "unix:")) {
       fs::path socket = address.substr(5);
       std::error_code ec;
-      // A socket left by a host that died is replaced; any other file is not touched.
-      if (fs::is_socket(socket, ec)) fs::remove(socket, ec);
+      // A socket left by a host that died is replaced; a live host's socket and any
+      // other file are not touched.
+      if (fs::is_socket(socket, ec)) {
+        if (SocketIsServed(socket)) {
+          return MakeError(
+              ErrorReason::kInvalidArgument,
+              absl::StrCat("--listen ", address, ": another process is serving on this socket"));
+        }
+        fs::remove(socket, ec);
+      }
       impl->unix_sockets.push_back(socket);
       // Unix sockets are local: plaintext with file permissions as the access control.
       builder.AddListeningPort(address, grpc::InsecureServerCredentials());
@@ -268,6 +292,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       }
     }
   }
+  impl->service->SetListenAddresses(impl->listen);
   impl->warm_thread = std::thread([raw = impl.get()] { raw->KeepWarm(); });
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }

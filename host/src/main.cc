@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "polyplug/host/host_server.h"
 
 ABSL_FLAG(std::vector<std::string>, listen, {},
@@ -71,8 +72,33 @@ int main(int argc, char** argv) {
       std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(end), '-', '_');
     }
   }
+  // absl keeps only the last occurrence of a list flag; --listen and --bundles accumulate.
+  std::vector<std::string> listen, bundles;
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::vector<std::string>* into = nullptr;
+    std::string value;
+    for (auto [name, list] : {std::pair{"--listen", &listen}, std::pair{"--bundles", &bundles}}) {
+      const std::string flag = name;
+      if (args[i] == flag && i + 1 < args.size()) {
+        into = list;
+        value = args[++i];
+      } else if (args[i].rfind(flag + "=", 0) == 0) {
+        into = list;
+        value = args[i].substr(flag.size() + 1);
+      }
+      if (into != nullptr) break;
+    }
+    if (into == nullptr) {
+      rest.push_back(args[i]);
+      continue;
+    }
+    for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      into->emplace_back(part);
+    }
+  }
   std::vector<char*> arg_ptrs;
-  for (std::string& arg : args) arg_ptrs.push_back(arg.data());
+  for (std::string& arg : rest) arg_ptrs.push_back(arg.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
 
   // Block the stop signals before any thread starts, then wait for them on this thread.
@@ -84,8 +110,8 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   polyplug::host::HostServerOptions options;
-  options.listen = absl::GetFlag(FLAGS_listen);
-  for (const std::string& root : absl::GetFlag(FLAGS_bundles)) options.bundle_roots.push_back(root);
+  options.listen = listen;
+  for (const std::string& root : bundles) options.bundle_roots.push_back(root);
 #ifdef POLYPLUG_DEFAULT_BUNDLE_ROOT
   if (options.bundle_roots.empty()) {
     std::error_code ec;

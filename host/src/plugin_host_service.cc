@@ -67,6 +67,11 @@ PluginHostService::PluginHostService(core::Runtime& runtime, PhaseHub& hub, Oper
                                      PluginHostServiceOptions options)
     : runtime_(runtime), hub_(hub), worker_(worker), options_(std::move(options)) {}
 
+void PluginHostService::SetListenAddresses(std::vector<std::string> addresses) {
+  std::lock_guard<std::mutex> lock(listen_mu_);
+  listen_addresses_ = std::move(addresses);
+}
+
 absl::StatusOr<fs::path> PluginHostService::ConfinePath(const std::string& path) const {
   if (path.empty() || path.size() > kMaxPathBytes || path.find('\0') != std::string::npos) {
     return MakeError(ErrorReason::kInvalidArgument,
@@ -334,7 +339,10 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
   response->set_last_seq(runtime_.journal().last_seq());
   response->set_earliest_seq(runtime_.journal().earliest_seq());
   response->set_journal_capacity(runtime_.journal().capacity());
-  for (const std::string& a : options_.listen_addresses) response->add_listen_addresses(a);
+  {
+    std::lock_guard<std::mutex> lock(listen_mu_);
+    for (const std::string& a : listen_addresses_) response->add_listen_addresses(a);
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -6,6 +6,7 @@
 #define POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
 
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,7 @@ grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& 
 
 struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
-  std::vector<std::string> listen_addresses;
-  std::string auth_token;  // empty: no authentication
+  std::string auth_token;                           // empty: no authentication
   absl::Time started = absl::Now();
 };
 
@@ -33,6 +33,9 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
  public:
   PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
                     PluginHostServiceOptions options);
+
+  // What GetHostInfo reports as listen_addresses (known only once the server listens).
+  void SetListenAddresses(std::vector<std::string> addresses);
 
   // `path` resolved inside a bundle root (relative paths against the first root that
   // has them); PERMISSION_DENIED when it leads outside every root.
@@ -75,6 +78,8 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   PhaseHub& hub_;
   OperationWorker& worker_;
   const PluginHostServiceOptions options_;
+  mutable std::mutex listen_mu_;
+  std::vector<std::string> listen_addresses_;
 };
 
 }  // namespace polyplug::host
