@@ -1,6 +1,7 @@
 #include "polyplug/host/health_service.h"
 
 #include <algorithm>
+#include <deque>
 #include <utility>
 
 namespace polyplug::host {
@@ -57,11 +58,18 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
         pushed_ = true;
         version_ = version;
         if (writing_) {
-          // Coalesce: only the newest status waits, and none equal to the one in flight.
-          if (status == last_written_) {
-            pending_.reset();
-          } else {
-            pending_ = status;
+          // Coalesce, but keep a transition visible: at most two statuses wait, each
+          // different from the one before it, so SERVING -> NOT_SERVING -> SERVING during a
+          // write still shows the NOT_SERVING; beyond two only the newest replaces the last.
+          const std::optional<ServingStatus> tail =
+              pending_.empty() ? last_written_ : std::optional<ServingStatus>(pending_.back());
+          if (status != tail) {
+            if (pending_.size() < 2) {
+              pending_.push_back(status);
+            } else {
+              pending_.back() = status;
+              if (pending_.front() == status) pending_.pop_back();
+            }
           }
         } else if (status != last_written_) {
           StartWriteLocked(status);
@@ -81,13 +89,13 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
       if (!ok) {  // the client went away; OnCancel follows (or already ran)
-        pending_.reset();
+        pending_.clear();
         finish = FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
       } else if (finished_) {
         // Cancelled while the write was in flight: nothing more to do.
-      } else if (pending_.has_value()) {
-        const ServingStatus next = *pending_;
-        pending_.reset();
+      } else if (!pending_.empty()) {
+        const ServingStatus next = pending_.front();
+        pending_.pop_front();
         StartWriteLocked(next);
       } else if (finish_wanted_) {
         finish = FinishLocked(grpc::Status::OK);
@@ -102,7 +110,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
     std::optional<grpc::Status> finish;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      pending_.reset();
+      pending_.clear();
       finish = FinishLocked(grpc::Status::CANCELLED);
     }
     if (finish.has_value()) Finish(*std::move(finish));
@@ -139,7 +147,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   HealthCheckResponse response_;               // the message of the write in flight
   bool writing_ = false;                       // one write in flight at most
   std::optional<ServingStatus> last_written_;  // handed to StartWrite last
-  std::optional<ServingStatus> pending_;       // newest unwritten status, only while writing_
+  std::deque<ServingStatus> pending_;          // at most 2 unwritten statuses, while writing_
   bool pushed_ = false;
   uint64_t version_ = 0;  // of the newest change applied
   bool finish_wanted_ = false;

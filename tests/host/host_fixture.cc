@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -75,8 +78,31 @@ HostProcess::~HostProcess() {
   }
 }
 
+void HostProcess::AddArgs(std::vector<std::string> args) {
+  args_.insert(args_.end(), std::make_move_iterator(args.begin()),
+               std::make_move_iterator(args.end()));
+}
+
+void HostProcess::AddListenAddress(std::string address) {
+  extra_listen_.push_back(std::move(address));
+}
+
+void HostProcess::SetAddress(std::string address) { address_ = std::move(address); }
+
+void HostProcess::UseDefaultListenAddress() {
+  default_listen_ = true;
+  address_ = absl::StrCat("unix:", (dir_.path() / "polyplug-host.sock").string());
+}
+
 absl::Status HostProcess::Start() {
-  std::vector<std::string> argv = {POLYPLUG_HOST_BINARY, "--listen", address_};
+  std::vector<std::string> argv = {POLYPLUG_HOST_BINARY};
+  if (!default_listen_) {
+    // One comma-separated flag, so that args_ may add --listen flags of their own.
+    std::vector<std::string> listen = {address_};
+    listen.insert(listen.end(), extra_listen_.begin(), extra_listen_.end());
+    argv.push_back("--listen");
+    argv.push_back(absl::StrJoin(listen, ","));
+  }
   if (std::find(args_.begin(), args_.end(), "--state-dir") == args_.end()) {
     const fs::path state = dir_.path() / "state";
     fs::create_directories(state);
@@ -97,7 +123,19 @@ absl::Status HostProcess::Start() {
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const int spawn_error = posix_spawn(&pid_, raw[0], &actions, nullptr, raw.data(), environ);
+  char** env = environ;
+  std::vector<std::string> env_strings;
+  std::vector<char*> env_raw;
+  if (default_listen_) {
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (!absl::StartsWith(*e, "XDG_RUNTIME_DIR=")) env_strings.emplace_back(*e);
+    }
+    env_strings.push_back(absl::StrCat("XDG_RUNTIME_DIR=", dir_.path().string()));
+    for (std::string& e : env_strings) env_raw.push_back(e.data());
+    env_raw.push_back(nullptr);
+    env = env_raw.data();
+  }
+  const int spawn_error = posix_spawn(&pid_, raw[0], &actions, nullptr, raw.data(), env);
   posix_spawn_file_actions_destroy(&actions);
   if (spawn_error != 0) {
     pid_ = -1;
@@ -152,6 +190,75 @@ std::unique_ptr<grpc::ClientContext> HostProcess::NewContext() const {
 
 std::string HostProcess::Stdout() const { return ReadWholeFile(dir_.path() / "stdout.log"); }
 std::string HostProcess::Stderr() const { return ReadWholeFile(dir_.path() / "stderr.log"); }
+
+absl::StatusOr<std::string> HostProcess::WaitForStderrLine(absl::string_view needle) {
+  const fs::path log = dir_.path() / "stderr.log";
+  auto find_line = [&]() -> std::optional<std::string> {
+    const std::string text = Stderr();
+    size_t start = 0;
+    for (size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+      absl::string_view line(text.data() + start, end - start);
+      if (absl::StrContains(line, needle)) return std::string(line);
+    }
+    return std::nullopt;
+  };
+  const int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify < 0) return absl::InternalError(absl::StrCat("inotify_init1: ", std::strerror(errno)));
+  if (inotify_add_watch(inotify, log.c_str(), IN_MODIFY | IN_CLOSE_WRITE) < 0) {
+    const int error = errno;
+    close(inotify);
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot watch ", log.string(), ": ", std::strerror(error)));
+  }
+  const int pidfd = running() ? static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)) : -1;
+  const auto deadline = std::chrono::steady_clock::now() + kStartDeadline;
+  absl::StatusOr<std::string> result;
+  while (true) {
+    // Exit first, then the log: a line written just before the exit is still found.
+    const bool exited = !running() || PollExited();
+    if (auto line = find_line()) {
+      result = *std::move(line);
+      break;
+    }
+    if (exited) {
+      result = absl::NotFoundError(absl::StrCat(
+          "polyplug-host ",
+          exit_status_ ? DescribeWaitStatus(*exit_status_) : std::string("is not running"),
+          " without writing a line containing \"", needle, "\"; stderr:\n", Stderr()));
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      result = absl::DeadlineExceededError(absl::StrCat("no line containing \"", needle,
+                                                        "\" in the host's stderr:\n", Stderr()));
+      break;
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    // Without a pidfd, the exit is only noticed by PollExited() between short waits.
+    if (pidfd < 0) wait = std::min(wait, std::chrono::milliseconds(200));
+    pollfd fds[2] = {{inotify, POLLIN, 0}, {pidfd, POLLIN, 0}};
+    const int r = poll(fds, pidfd >= 0 ? 2 : 1, static_cast<int>(wait.count()) + 1);
+    if (r < 0 && errno != EINTR) {
+      result = absl::InternalError(absl::StrCat("poll: ", std::strerror(errno)));
+      break;
+    }
+    // Drain the inotify events; their content does not matter.
+    char buffer[4096];
+    while (read(inotify, buffer, sizeof buffer) > 0) {
+    }
+  }
+  if (pidfd >= 0) close(pidfd);
+  close(inotify);
+  return result;
+}
+
+absl::StatusOr<std::string> HostProcess::ServingAddress(absl::string_view requested_prefix) {
+  const std::string kServingOn = "polyplug-host: serving on ";
+  absl::StatusOr<std::string> line = WaitForStderrLine(absl::StrCat(kServingOn, requested_prefix));
+  if (!line.ok()) return line.status();
+  const size_t at = line->find(kServingOn);
+  return line->substr(at + kServingOn.size());
+}
 
 void HostProcess::Kill(int signal) {
   if (running()) kill(pid_, signal);

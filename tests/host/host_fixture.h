@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
@@ -42,6 +43,20 @@ class HostProcess {
   ~HostProcess();
   HostProcess(const HostProcess&) = delete;
   HostProcess& operator=(const HostProcess&) = delete;
+
+  // Before Start(): appends `args` to the flags given to the constructor (e.g. flags that
+  // name files under dir(), which exists only once the HostProcess does).
+  void AddArgs(std::vector<std::string> args);
+  // Before Start(): more addresses for the fixture's own --listen flag, passed as one
+  // comma-separated value after it ("unix:<dir>/host.sock,127.0.0.1:0"). The readiness
+  // probe and the stubs still use address(). See ServingAddress() for the real ports.
+  void AddListenAddress(std::string address);
+  // Before Start(): serve on `address` (e.g. "unix:/other/dir/host.sock") instead of
+  // unix:<dir>/host.sock; the readiness probe and the stubs use it too.
+  void SetAddress(std::string address);
+  // Before Start(): pass no --listen at all, so that the host picks its default address,
+  // and run it with XDG_RUNTIME_DIR=dir(); address() becomes unix:<dir>/polyplug-host.sock.
+  void UseDefaultListenAddress();
 
   // Spawns the host and waits until its channel is connected and GetHostInfo succeeds.
   // On failure the status names what went wrong and carries the host's stderr.
@@ -70,6 +85,16 @@ class HostProcess {
   std::string Stdout() const;
   std::string Stderr() const;
 
+  // Waits until the host's stderr has a complete line containing `needle` and returns the
+  // first such line (without its newline). Waits on inotify events of the log file and on
+  // the process exiting, never by polling; fails when the host exits without writing the
+  // line, or after kStartDeadline. Call after Start() (or after a failed Start()).
+  absl::StatusOr<std::string> WaitForStderrLine(absl::string_view needle);
+  // The address the host reports in its "polyplug-host: serving on <address>" line for a
+  // listener whose requested address starts with `requested_prefix` (e.g. "127.0.0.1:"),
+  // with the real port of a port-0 listener. Waits for the line like WaitForStderrLine().
+  absl::StatusOr<std::string> ServingAddress(absl::string_view requested_prefix);
+
   // Sends `signal` to the host (no-op once it was reaped).
   void Kill(int signal);
   // Waits until the host exits and returns its waitpid status (use WIFEXITED etc.). A host
@@ -86,6 +111,8 @@ class HostProcess {
   std::vector<std::string> args_;
   std::string auth_token_;
   std::string address_;
+  std::vector<std::string> extra_listen_;  // AddListenAddress()
+  bool default_listen_ = false;           // UseDefaultListenAddress()
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
   std::shared_ptr<grpc::Channel> channel_;
