@@ -203,7 +203,8 @@ absl::StatusOr<std::string> HostProcess::WaitForStderrLine(absl::string_view nee
     return std::nullopt;
   };
   const int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (inotify < 0) return absl::InternalError(absl::StrCat("inotify_init1: ", std::strerror(errno)));
+  if (inotify < 0)
+    return absl::InternalError(absl::StrCat("inotify_init1: ", std::strerror(errno)));
   if (inotify_add_watch(inotify, log.c_str(), IN_MODIFY | IN_CLOSE_WRITE) < 0) {
     const int error = errno;
     close(inotify);
@@ -229,8 +230,8 @@ absl::StatusOr<std::string> HostProcess::WaitForStderrLine(absl::string_view nee
     }
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
-      result = absl::DeadlineExceededError(absl::StrCat("no line containing \"", needle,
-                                                        "\" in the host's stderr:\n", Stderr()));
+      result = absl::DeadlineExceededError(
+          absl::StrCat("no line containing \"", needle, "\" in the host's stderr:\n", Stderr()));
       break;
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);

@@ -112,7 +112,7 @@ class HostProcess {
   std::string auth_token_;
   std::string address_;
   std::vector<std::string> extra_listen_;  // AddListenAddress()
-  bool default_listen_ = false;           // UseDefaultListenAddress()
+  bool default_listen_ = false;            // UseDefaultListenAddress()
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
   std::shared_ptr<grpc::Channel> channel_;

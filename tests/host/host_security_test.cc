@@ -85,8 +85,8 @@ absl::Status Run(const std::vector<std::string>& argv, const fs::path& cwd, cons
     }
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("`", command, "` ", DescribeWaitStatus(status),
-                                          "; output:\n", ReadFile(log)));
+  return absl::InternalError(
+      absl::StrCat("`", command, "` ", DescribeWaitStatus(status), "; output:\n", ReadFile(log)));
 }
 
 // A throwaway PKI made with the openssl CLI: a CA with a server certificate (SAN IP
@@ -130,28 +130,31 @@ absl::StatusOr<Pki> MakePki(const fs::path& dir) {
   auto make_ca = [&](const std::string& name, fs::path* cert, fs::path* key) {
     *cert = dir / (name + ".pem");
     *key = dir / (name + ".key");
-    std::vector<std::string> argv = {"openssl", "req", "-x509", "-new", "-config",
-                                     config.string(), "-extensions", "v3_ca", "-subj",
-                                     "/CN=polyplug test " + name, "-days", "2"};
+    std::vector<std::string> argv = {"openssl",     "req",
+                                     "-x509",       "-new",
+                                     "-config",     config.string(),
+                                     "-extensions", "v3_ca",
+                                     "-subj",       "/CN=polyplug test " + name,
+                                     "-days",       "2"};
     argv.insert(argv.end(), new_key.begin(), new_key.end());
     argv.insert(argv.end(), {"-keyout", key->string(), "-out", cert->string()});
     return Run(argv, dir, log);
   };
   int serial = 100;
   auto make_leaf = [&](const std::string& name, const std::string& common_name,
-                       const std::string& section, const fs::path& ca_cert,
-                       const fs::path& ca_key, fs::path* cert, fs::path* key) -> absl::Status {
+                       const std::string& section, const fs::path& ca_cert, const fs::path& ca_key,
+                       fs::path* cert, fs::path* key) -> absl::Status {
     *cert = dir / (name + ".pem");
     *key = dir / (name + ".key");
     const fs::path csr = dir / (name + ".csr");
-    std::vector<std::string> req = {"openssl", "req", "-new", "-config", config.string(),
-                                    "-subj", "/CN=" + common_name};
+    std::vector<std::string> req = {
+        "openssl", "req", "-new", "-config", config.string(), "-subj", "/CN=" + common_name};
     req.insert(req.end(), new_key.begin(), new_key.end());
     req.insert(req.end(), {"-keyout", key->string(), "-out", csr.string()});
     if (absl::Status s = Run(req, dir, log); !s.ok()) return s;
     return Run({"openssl", "x509", "-req", "-in", csr.string(), "-CA", ca_cert.string(), "-CAkey",
-                ca_key.string(), "-set_serial", std::to_string(++serial), "-days", "2",
-                "-extfile", config.string(), "-extensions", section, "-out", cert->string()},
+                ca_key.string(), "-set_serial", std::to_string(++serial), "-days", "2", "-extfile",
+                config.string(), "-extensions", section, "-out", cert->string()},
                dir, log);
   };
   Pki pki;
@@ -434,8 +437,8 @@ TEST_F(HostSecurityTest, MutualTlsRequiresAClientCertificateFromTheClientCa) {
   {
     v1::HostInfo info;
     const grpc::Status status = GetHostInfo(
-        TcpChannel(address, TlsCredentials(pki().ca_cert, pki().rogue_client_cert,
-                                           pki().rogue_client_key)),
+        TcpChannel(address,
+                   TlsCredentials(pki().ca_cert, pki().rogue_client_cert, pki().rogue_client_key)),
         &info);
     EXPECT_FALSE(status.ok()) << "a client certificate from another CA was accepted";
   }
@@ -448,11 +451,10 @@ TEST_F(HostSecurityTest, MutualTlsRequiresAClientCertificateFromTheClientCa) {
   {
     v1::HostInfo info;
     const grpc::Status status = GetHostInfo(
-        TcpChannel(address,
-                   TlsCredentials(pki().ca_cert, pki().client_cert, pki().client_key)),
+        TcpChannel(address, TlsCredentials(pki().ca_cert, pki().client_cert, pki().client_key)),
         &info);
-    ASSERT_TRUE(status.ok()) << "client with a certificate from the client CA: "
-                             << ToString(status) << "\nhost stderr:\n"
+    ASSERT_TRUE(status.ok()) << "client with a certificate from the client CA: " << ToString(status)
+                             << "\nhost stderr:\n"
                              << host->Stderr();
     EXPECT_EQ(info.host_epoch(), host->epoch());
   }
@@ -480,8 +482,8 @@ TEST_F(HostSecurityTest, NonLoopbackListenerWithoutTlsOrTokenIsRefused) {
     SCOPED_TRACE(address);
     HostProcess host({});
     host.AddListenAddress(address);
-    ExpectStartRefused(host, {address, "TLS", "--tls-cert", "--auth-token-file",
-                              "--insecure-remote"});
+    ExpectStartRefused(host,
+                       {address, "TLS", "--tls-cert", "--auth-token-file", "--insecure-remote"});
     // Refused before anything was bound.
     EXPECT_FALSE(Stat(UnixPath(host.address())).has_value())
         << "a refused host left its unix socket behind";
@@ -532,8 +534,8 @@ TEST_F(HostSecurityTest, RepeatedListenFlagsAllListen) {
   // last flag still starts and the expectations below say what is missing.
   host.UseDefaultListenAddress();
   const fs::path other_socket = host.dir() / "other.sock";
-  host.AddArgs({"--listen", "unix:" + other_socket.string(), "--listen", "127.0.0.1:0",
-                "--listen", host.address()});
+  host.AddArgs({"--listen", "unix:" + other_socket.string(), "--listen", "127.0.0.1:0", "--listen",
+                host.address()});
   const absl::Status started = host.Start();
   ASSERT_TRUE(started.ok()) << started;
   // The lines are written in --listen order, so once the last one is there all are.
@@ -549,10 +551,10 @@ TEST_F(HostSecurityTest, RepeatedListenFlagsAllListen) {
   v1::HostInfo info;
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  const grpc::Status status = GetHostInfo(
-      grpc::CreateCustomChannel("unix:" + other_socket.string(),
-                                grpc::InsecureChannelCredentials(), args),
-      &info);
+  const grpc::Status status =
+      GetHostInfo(grpc::CreateCustomChannel("unix:" + other_socket.string(),
+                                            grpc::InsecureChannelCredentials(), args),
+                  &info);
   ASSERT_TRUE(status.ok()) << ToString(status);
   EXPECT_EQ(info.host_epoch(), host.epoch());
 }

@@ -104,9 +104,8 @@ typedef struct PolyplugHostApi PolyplugHostApi;
 
 /* The native call shape: functions[fn_id](instance, args, out, out_err). args and out
  * point to contract-specific structs agreed between the contract's users. */
-typedef void (*PolyplugNativeFunction)(PolyplugGuestContractInstance instance,
-                                       const void* args, void* out,
-                                       PolyplugAbiError* out_err);
+typedef void (*PolyplugNativeFunction)(PolyplugGuestContractInstance instance, const void* args,
+                                       void* out, PolyplugAbiError* out_err);
 
 typedef uint32_t PolyplugDispatchType;
 enum { POLYPLUG_DISPATCH_NATIVE = 0, POLYPLUG_DISPATCH_VIRTUAL_MACHINE = 1 };
@@ -123,8 +122,7 @@ typedef struct PolyplugGuestContractInterface {
   void* user_data;
   /* Required. args may be NULL; out->data NULL means a stateless instance. */
   PolyplugAbiError (*create_instance)(void* user_data, const PolyplugHostApi* host,
-                                      PolyplugBytesView args,
-                                      PolyplugGuestContractInstance* out);
+                                      PolyplugBytesView args, PolyplugGuestContractInstance* out);
   /* Required. Called exactly once per successfully created instance. */
   void (*destroy_instance)(void* user_data, const PolyplugHostApi* host,
                            PolyplugGuestContractInstance instance);
@@ -197,8 +195,7 @@ struct PolyplugHostApi {
    * POLYPLUG_NULL_HANDLE_INDEX. Inside polyplug_init only declared dependencies are
    * visible. */
   PolyplugGuestContractHandle (*find_guest_contract)(const PolyplugHostApi* self,
-                                                     uint64_t contract_id,
-                                                     uint32_t min_major);
+                                                     uint64_t contract_id, uint32_t min_major);
   /* NULL if the handle is invalid or stale. The pointer stays valid until the provider is
    * reloaded or unloaded; the host destroys instances at PREPARING before that happens. */
   const PolyplugGuestContractInterface* (*resolve_guest_contract)(

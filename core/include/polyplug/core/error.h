@@ -41,7 +41,7 @@ enum class ErrorReason : int {
   kPermissionDenied = 24,       // a path outside the allowed roots
   kReentrantCall = 25,          // a phase callback tried to start another operation
   kInternal = 26,
-  kCursorOutOfRange = 27,     // a stream cursor is older than the journal or from another epoch
+  kCursorOutOfRange = 27,  // a stream cursor is older than the journal or from another epoch
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.
