@@ -56,13 +56,13 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-mkdir -p "$tmp/root/greeter" "$tmp/root/shouter" "$tmp/state"
-cp -R "$bundles_dir/greeter_v1/." "$tmp/root/greeter/"
-cp -R "$bundles_dir/shouter/." "$tmp/root/shouter/"
+mkdir -p "$tmp/bundles/greeter" "$tmp/bundles/shouter" "$tmp/state"
+cp -R "$bundles_dir/greeter_v1/." "$tmp/bundles/greeter/"
+cp -R "$bundles_dir/shouter/." "$tmp/bundles/shouter/"
 socket=$tmp/host.sock
 target=unix:$socket
 
-"$host_bin" --listen "$target" --bundles "$tmp/root" --state-dir "$tmp/state" \
+"$host_bin" --listen "$target" --bundles "$tmp/bundles" --state-dir "$tmp/state" \
   >"$tmp/host.log" 2>&1 &
 host_pid=$!
 echo "run_conformance: started $host_bin (pid $host_pid) on $target"
