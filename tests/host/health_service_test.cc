@@ -17,6 +17,8 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 
+#include "host/host_fixture.h"
+
 namespace polyplug::host {
 namespace {
 
@@ -38,37 +40,11 @@ std::unique_ptr<grpc::ClientContext> NewContext() {
   return context;
 }
 
-// One Watch stream read synchronously.
-class WatchStream {
+// Watches with the deadline of this file's other calls.
+class WatchStream : public polyplug::test::HealthWatch {
  public:
-  WatchStream(Health::Stub& stub, const std::string& service) : context_(NewContext()) {
-    HealthCheckRequest request;
-    request.set_service(service);
-    reader_ = stub.Watch(context_.get(), request);
-  }
-  ~WatchStream() {
-    if (!finished_) {
-      context_->TryCancel();
-      reader_->Finish();
-    }
-  }
-
-  // The next status, or nullopt once the stream ended.
-  std::optional<ServingStatus> Next() {
-    HealthCheckResponse response;
-    if (!reader_->Read(&response)) return std::nullopt;
-    return response.status();
-  }
-  grpc::Status Finish() {
-    finished_ = true;
-    return reader_->Finish();
-  }
-  void Cancel() { context_->TryCancel(); }
-
- private:
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader_;
-  bool finished_ = false;
+  WatchStream(Health::Stub& stub, const std::string& service)
+      : HealthWatch(stub, service, kDeadline) {}
 };
 
 class HealthServiceTest : public ::testing::Test {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/repeated_ptr_field.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/bundle_fixture.h"
 
@@ -180,6 +181,46 @@ class Subscription {
   std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReader<host::v1::ReloadPhaseEvent>> reader_;
   std::optional<grpc::Status> status_;
+};
+
+// One grpc.health.v1.Health/Watch stream read synchronously. Cancels the stream on
+// destruction unless Finish() was called. `deadline` only bounds a broken server.
+class HealthWatch {
+ public:
+  using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
+
+  HealthWatch(grpc::health::v1::Health::Stub& stub, const std::string& service,
+              std::chrono::seconds deadline = kCallDeadline) {
+    context_.set_deadline(std::chrono::system_clock::now() + deadline);
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    reader_ = stub.Watch(&context_, request);
+  }
+  ~HealthWatch() {
+    if (!finished_) {
+      context_.TryCancel();
+      reader_->Finish();
+    }
+  }
+  HealthWatch(const HealthWatch&) = delete;
+  HealthWatch& operator=(const HealthWatch&) = delete;
+
+  // The next status, or nullopt once the stream ended.
+  std::optional<ServingStatus> Next() {
+    grpc::health::v1::HealthCheckResponse response;
+    if (!reader_->Read(&response)) return std::nullopt;
+    return response.status();
+  }
+  grpc::Status Finish() {
+    finished_ = true;
+    return reader_->Finish();
+  }
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<grpc::health::v1::HealthCheckResponse>> reader_;
+  bool finished_ = false;
 };
 
 }  // namespace polyplug::test

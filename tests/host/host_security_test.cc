@@ -254,43 +254,6 @@ void ExpectCleanStop(HostProcess& host) {
       << host.Stderr();
 }
 
-// One grpc.health.v1.Health/Watch stream read synchronously.
-class WatchStream {
- public:
-  WatchStream(const std::shared_ptr<grpc::Channel>& channel, const std::string& service)
-      : stub_(Health::NewStub(channel)) {
-    context_.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-    HealthCheckRequest request;
-    request.set_service(service);
-    reader_ = stub_->Watch(&context_, request);
-  }
-  ~WatchStream() {
-    if (!finished_) {
-      context_.TryCancel();
-      reader_->Finish();
-    }
-  }
-  WatchStream(const WatchStream&) = delete;
-  WatchStream& operator=(const WatchStream&) = delete;
-
-  // The next status, or nullopt once the stream ended.
-  std::optional<ServingStatus> Next() {
-    HealthCheckResponse response;
-    if (!reader_->Read(&response)) return std::nullopt;
-    return response.status();
-  }
-  grpc::Status Finish() {
-    finished_ = true;
-    return reader_->Finish();
-  }
-
- private:
-  std::unique_ptr<Health::Stub> stub_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> reader_;
-  bool finished_ = false;
-};
-
 std::string StatusName(std::optional<ServingStatus> status) {
   if (!status) return "<stream ended>";
   return HealthCheckResponse::ServingStatus_Name(*status);
@@ -689,8 +652,9 @@ TEST_F(HostSecurityTest, HealthWatchFollowsReloadAndUnloadOfABundle) {
   HostProcess host({"--bundles", root().string()});
   ASSERT_TRUE(host.Start().ok()) << host.Stderr();
 
-  WatchStream counter(host.channel(), "counter");
-  WatchStream whole_host(host.channel(), "");
+  const auto health = Health::NewStub(host.channel());
+  HealthWatch counter(*health, "counter");
+  HealthWatch whole_host(*health, "");
   ASSERT_EQ(StatusName(counter.Next()), StatusName(kServing));
   ASSERT_EQ(StatusName(whole_host.Next()), StatusName(kServing));
 
@@ -734,7 +698,8 @@ TEST_F(HostSecurityTest, HealthWatchOfTheHostEndsWithNotServingOnSigterm) {
   ASSERT_TRUE(host.Start().ok()) << host.Stderr();
   auto channel = host.NewChannel();
   {
-    WatchStream whole_host(channel, "");
+    const auto health = Health::NewStub(channel);
+    HealthWatch whole_host(*health, "");
     ASSERT_EQ(StatusName(whole_host.Next()), StatusName(kServing));
     host.Kill(SIGTERM);
     EXPECT_EQ(StatusName(whole_host.Next()), StatusName(kNotServing));
@@ -753,7 +718,8 @@ TEST_F(HostSecurityTest, HealthWatchNeedsNoToken) {
   HostProcess host({"--bundles", root().string(), "--auth-token-file", token_file.string()},
                    "s3cret-token");
   ASSERT_TRUE(host.Start().ok()) << host.Stderr();
-  WatchStream counter(host.channel(), "counter");  // no metadata at all
+  const auto health = Health::NewStub(host.channel());
+  HealthWatch counter(*health, "counter");  // no metadata at all
   EXPECT_EQ(StatusName(counter.Next()), StatusName(kServing));
 }
 
