@@ -275,6 +275,11 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   }
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
+  // Clients of long-lived streams send keepalive pings (polyplug's client every 30 s) to
+  // notice a dead host; C-core's default would answer pings more often than every 5 min
+  // on a quiet connection with GOAWAY "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.RegisterService(impl->service.get());
   builder.RegisterService(impl->health.get());
   builder.RegisterService(impl->reflection->v1());

@@ -42,7 +42,10 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     if (request_.has_resume_after()) {
       const v1::Cursor& cursor = request_.resume_after();
       if (cursor.host_epoch() != epoch) {
-        if (request_.include_snapshot()) return SnapshotLocked();
+        if (request_.include_snapshot()) {
+          AnnounceLocked();
+          return SnapshotLocked();
+        }
         return FinishLocked(ToGrpcStatus(
             core::MakeError(
                 core::ErrorReason::kCursorOutOfRange,
@@ -57,10 +60,12 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
       if (!backlog.ok()) {
         if (backlog.status().code() == absl::StatusCode::kOutOfRange &&
             request_.include_snapshot()) {
+          AnnounceLocked();
           return SnapshotLocked();
         }
         return FinishLocked(ToGrpcStatus(backlog.status(), context_));
       }
+      AnnounceLocked();
       last_covered_seq_ = cursor.seq();
       // The backlog is bounded by the journal; only what queues up behind it counts
       // against the subscriber's allowance.
@@ -68,9 +73,18 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
       for (const core::PhaseEvent& e : *backlog) EnqueuePhaseLocked(e);
       return WriteNextLocked();
     }
+    AnnounceLocked();
     if (request_.include_snapshot()) return SnapshotLocked();
     last_covered_seq_ = runtime.journal().last_seq();
     WriteNextLocked();
+  }
+
+  // Sends the initial metadata at once, carrying the host epoch, so that a client knows the
+  // stream is established before the first event (which may be long in coming).
+  void AnnounceLocked() {
+    context_->AddInitialMetadata(std::string(kHostEpochMetadataKey),
+                                 absl::StrCat(hub_->runtime_.host_epoch()));
+    StartSendInitialMetadata();
   }
 
   // A live journal event (from the mutating thread). Never blocks on the network.

@@ -16,10 +16,14 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "polyplug/core/runtime.h"
 #include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
+
+// Initial metadata of every SubscribeReloadPhases stream the host accepts: its epoch.
+inline constexpr absl::string_view kHostEpochMetadataKey = "polyplug-host-epoch";
 
 class PhaseStream;
 

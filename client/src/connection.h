@@ -1,0 +1,43 @@
+// Connection: the channel, stubs and options shared by a HostClient and everything it
+// started (subscriptions, trackers), which may outlive it.
+#ifndef POLYPLUG_CLIENT_SRC_CONNECTION_H_
+#define POLYPLUG_CLIENT_SRC_CONNECTION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "polyplug/client/host_client.h"
+#include "polyplug/host/v1/host.grpc.pb.h"
+
+namespace polyplug::client::internal {
+
+// Wire names shared with polyplug-host (see host.proto).
+inline constexpr char kReasonTrailer[] = "polyplug-reason";
+inline constexpr char kHostEpochMetadata[] = "polyplug-host-epoch";
+// The absl::Status payload under which a host error's reason token is kept.
+inline constexpr char kReasonPayloadUrl[] = "type.polyplug.dev/polyplug.host.v1.FailureReason";
+
+struct Connection {
+  std::string target;
+  ConnectOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<host::v1::PluginHost::Stub> stub;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+
+  // Adds the credentials and the call's deadline.
+  void PrepareCall(grpc::ClientContext& context, const CallOptions& call) const;
+  // Adds the credentials; streams have no deadline.
+  void PrepareStream(grpc::ClientContext& context) const;
+  // The gRPC result of a finished call as an absl::Status: the host's code and message, the
+  // reason token as a payload, and for transport failures which target failed.
+  absl::Status ToStatus(const grpc::Status& status, const grpc::ClientContext& context,
+                        absl::Duration timeout) const;
+};
+
+}  // namespace polyplug::client::internal
+
+#endif  // POLYPLUG_CLIENT_SRC_CONNECTION_H_

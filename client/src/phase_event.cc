@@ -1,0 +1,127 @@
+#include "polyplug/client/phase_event.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace polyplug::client {
+namespace v1 = host::v1;
+
+absl::string_view PhaseName(Phase phase) {
+  switch (phase) {
+    case Phase::kPreparing:
+      return "PREPARING";
+    case Phase::kReloaded:
+      return "RELOADED";
+    case Phase::kFailed:
+      return "FAILED";
+    case Phase::kUnloading:
+      return "UNLOADING";
+    case Phase::kLoaded:
+      return "LOADED";
+  }
+  return "UNKNOWN";
+}
+
+absl::string_view ResyncCauseName(ResyncCause cause) {
+  switch (cause) {
+    case ResyncCause::kInitial:
+      return "INITIAL";
+    case ResyncCause::kHostRestarted:
+      return "HOST_RESTARTED";
+    case ResyncCause::kFellBehind:
+      return "FELL_BEHIND";
+  }
+  return "UNKNOWN";
+}
+
+std::string Version::ToString() const { return absl::StrCat(major, ".", minor, ".", patch); }
+
+std::string ReasonToken(v1::FailureReason reason) {
+  return std::string(absl::StripPrefix(v1::FailureReason_Name(reason), "FAILURE_REASON_"));
+}
+
+namespace {
+
+Phase PhaseFromProto(v1::Phase phase) {
+  switch (phase) {
+    case v1::PHASE_PREPARING:
+      return Phase::kPreparing;
+    case v1::PHASE_RELOADED:
+      return Phase::kReloaded;
+    case v1::PHASE_FAILED:
+      return Phase::kFailed;
+    case v1::PHASE_UNLOADING:
+      return Phase::kUnloading;
+    default:
+      return Phase::kLoaded;
+  }
+}
+
+v1::Phase PhaseToProto(Phase phase) {
+  switch (phase) {
+    case Phase::kPreparing:
+      return v1::PHASE_PREPARING;
+    case Phase::kReloaded:
+      return v1::PHASE_RELOADED;
+    case Phase::kFailed:
+      return v1::PHASE_FAILED;
+    case Phase::kUnloading:
+      return v1::PHASE_UNLOADING;
+    case Phase::kLoaded:
+      return v1::PHASE_LOADED;
+  }
+  return v1::PHASE_UNSPECIFIED;
+}
+
+}  // namespace
+
+PhaseEvent PhaseEventFromProto(const v1::ReloadPhaseEvent& in) {
+  PhaseEvent out;
+  out.host_epoch = in.host_epoch();
+  out.seq = in.seq();
+  out.phase = PhaseFromProto(in.phase());
+  out.bundle_id = in.bundle_id();
+  out.bundle_name = in.bundle_name();
+  out.bundle_version = {in.bundle_version().major(), in.bundle_version().minor(),
+                        in.bundle_version().patch()};
+  out.reload_id = in.reload_id();
+  out.parent_reload_id = in.parent_reload_id();
+  out.root_reload_id = in.root_reload_id();
+  out.timestamp_unix_nanos = in.time().seconds() * 1'000'000'000 + in.time().nanos();
+  out.reason = in.reason();
+  out.message = in.message();
+  out.registry_revision = in.registry_revision();
+  out.live_instances = in.live_instances();
+  return out;
+}
+
+v1::ReloadPhaseEvent PhaseEventToProto(const PhaseEvent& in) {
+  v1::ReloadPhaseEvent out;
+  out.set_host_epoch(in.host_epoch);
+  out.set_seq(in.seq);
+  out.set_kind(v1::EVENT_KIND_PHASE);
+  out.set_phase(PhaseToProto(in.phase));
+  out.set_bundle_id(in.bundle_id);
+  out.set_bundle_name(in.bundle_name);
+  out.mutable_bundle_version()->set_major(in.bundle_version.major);
+  out.mutable_bundle_version()->set_minor(in.bundle_version.minor);
+  out.mutable_bundle_version()->set_patch(in.bundle_version.patch);
+  out.set_reload_id(in.reload_id);
+  out.set_parent_reload_id(in.parent_reload_id);
+  out.set_root_reload_id(in.root_reload_id);
+  int64_t seconds = in.timestamp_unix_nanos / 1'000'000'000;
+  int64_t nanos = in.timestamp_unix_nanos % 1'000'000'000;
+  if (nanos < 0) {
+    nanos += 1'000'000'000;
+    --seconds;
+  }
+  out.mutable_time()->set_seconds(seconds);
+  out.mutable_time()->set_nanos(static_cast<int32_t>(nanos));
+  out.set_reason(in.reason);
+  out.set_message(in.message);
+  out.set_registry_revision(in.registry_revision);
+  out.set_live_instances(in.live_instances);
+  return out;
+}
+
+}  // namespace polyplug::client

@@ -1,0 +1,46 @@
+// CommandLine: polyplugctl's arguments split into a command, its operands and its flags.
+// Flags may come before or after the command, as --name VALUE or --name=VALUE.
+#ifndef POLYPLUG_TOOLS_POLYPLUGCTL_COMMAND_LINE_H_
+#define POLYPLUG_TOOLS_POLYPLUGCTL_COMMAND_LINE_H_
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace polyplug::ctl {
+
+struct FlagSpec {
+  std::string name;  // without dashes, e.g. "timeout"
+  bool takes_value = false;
+  bool repeatable = false;  // values accumulate
+};
+
+class CommandLine {
+ public:
+  // Parses argv[1..]: the first operand is the command, the rest its operands. Every
+  // --flag must be in `flags`; INVALID_ARGUMENT names an unknown flag or a missing value.
+  static absl::StatusOr<CommandLine> Parse(int argc, const char* const* argv,
+                                           const std::vector<FlagSpec>& flags);
+
+  const std::string& command() const { return command_; }
+  const std::vector<std::string>& operands() const { return operands_; }
+  bool Has(absl::string_view flag) const { return values_.contains(std::string(flag)); }
+  // The last value of a flag, or `fallback`.
+  std::string Get(absl::string_view flag, absl::string_view fallback = "") const;
+  std::vector<std::string> GetAll(absl::string_view flag) const;
+  // The flags given, for checking that a command accepts them.
+  std::set<std::string> given() const;
+
+ private:
+  std::string command_;
+  std::vector<std::string> operands_;
+  std::map<std::string, std::vector<std::string>> values_;
+};
+
+}  // namespace polyplug::ctl
+
+#endif  // POLYPLUG_TOOLS_POLYPLUGCTL_COMMAND_LINE_H_
