@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace polyplug::client {
 namespace v1 = host::v1;
@@ -65,9 +66,12 @@ std::shared_ptr<ContractTracking> ContractTracking::Start(
       new Subscription(std::move(connection), std::move(handlers), std::move(options)));
   // Trackers look their contract up after the subscription's snapshot, so that every
   // reload after their first lookup reaches them as an event. A host that cannot be
-  // reached ends the wait at once (the trackers catch up when it comes).
+  // reached ends the wait at once (the trackers catch up when it comes); one that does not
+  // answer, after the call timeout.
   std::unique_lock<std::mutex> lock(tracking->mu_);
-  tracking->first_attempt_cv_.wait(lock, [self] { return self->first_attempt_done_; });
+  tracking->first_attempt_cv_.wait_for(
+      lock, absl::ToChronoNanoseconds(tracking->connection_->options.call_timeout),
+      [self] { return self->first_attempt_done_; });
   return tracking;
 }
 
@@ -78,7 +82,32 @@ void ContractTracking::MarkFirstAttemptDone() {
   first_attempt_cv_.notify_all();
 }
 
-ContractTracking::~ContractTracking() { subscription_.reset(); }
+ContractTracking::~ContractTracking() {
+  // A refresh in progress must not hold the join up on a host that does not answer.
+  {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    stopping_ = true;
+    if (call_ != nullptr) call_->TryCancel();
+  }
+  subscription_.reset();
+}
+
+template <typename Request, typename Response, typename Method>
+absl::Status ContractTracking::Call(Method method, const Request& request, Response* response) {
+  grpc::ClientContext context;
+  connection_->PrepareCall(context, {});
+  {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    if (stopping_) return absl::CancelledError("tracking stopped");
+    call_ = &context;
+  }
+  const grpc::Status status = ((*connection_->stub).*method)(&context, request, response);
+  {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    call_ = nullptr;
+  }
+  return connection_->ToStatus(status, context, connection_->options.call_timeout);
+}
 
 void ContractTracking::OnEvent(const PhaseEvent& event) {
   switch (event.phase) {
@@ -109,23 +138,19 @@ void ContractTracking::OnEvent(const PhaseEvent& event) {
 
 absl::StatusOr<v1::ContractHandle> ContractTracking::Lookup(const TrackedContract::State& state) {
   v1::FindContractRequest request;
-  grpc::ClientContext context;
-  connection_->PrepareCall(context, {});
   request.set_name(state.contract);
   request.set_min_version(state.min_version);
   v1::ContractHandle found;
-  grpc::Status status = connection_->stub->FindContract(&context, request, &found);
-  if (!status.ok())
-    return connection_->ToStatus(status, context, connection_->options.call_timeout);
+  if (absl::Status s = Call(&v1::PluginHost::Stub::FindContract, request, &found); !s.ok()) {
+    return s;
+  }
   if (!leaving_bundles_.contains(found.provider_bundle_id())) return found;
   // The first provider is being unloaded (its UNLOADING came before the registry dropped
   // it): take the next provider that stays, if any.
-  grpc::ClientContext list_context;
-  connection_->PrepareCall(list_context, {});
   v1::ListContractsResponse all;
-  status = connection_->stub->ListContracts(&list_context, v1::ListContractsRequest(), &all);
-  if (!status.ok()) {
-    return connection_->ToStatus(status, list_context, connection_->options.call_timeout);
+  if (absl::Status s = Call(&v1::PluginHost::Stub::ListContracts, v1::ListContractsRequest(), &all);
+      !s.ok()) {
+    return s;
   }
   for (const v1::ContractHandle& h : all.contracts()) {
     if (h.contract_id() == found.contract_id() &&

@@ -67,6 +67,9 @@ class ContractTracking {
   };
   void OnEvent(const PhaseEvent& event);
   void Refresh(const Trigger& trigger);
+  // One unary call that ~ContractTracking can cancel; CANCELLED once stopping.
+  template <typename Request, typename Response, typename Method>
+  absl::Status Call(Method method, const Request& request, Response* response);
   // Looks `state`'s contract up, skipping providers that announced UNLOADING.
   absl::StatusOr<host::v1::ContractHandle> Lookup(const TrackedContract::State& state);
 
@@ -81,6 +84,10 @@ class ContractTracking {
   std::vector<std::shared_ptr<TrackedContract::State>> trackers_;  // guarded by mu_
   std::condition_variable first_attempt_cv_;
   bool first_attempt_done_ = false;  // guarded by mu_
+
+  std::mutex call_mu_;
+  bool stopping_ = false;                // guarded by call_mu_
+  grpc::ClientContext* call_ = nullptr;  // guarded by call_mu_; the call in progress
 
   std::unique_ptr<Subscription> subscription_;  // last: stopped first
 };

@@ -30,12 +30,17 @@ struct Subscription::State {
     return stop;
   }
 
-  // Calls `handler(args...)` unless it is empty or the subscription is stopping.
+  // Calls `handler(args...)` unless it is empty or the subscription is stopping. False
+  // when stopping: the message was not handled.
   template <typename Handler, typename... Args>
-  void Dispatch(const Handler& handler, const Args&... args) const {
-    if (handler && !Stopped()) handler(args...);
+  bool Dispatch(const Handler& handler, const Args&... args) const {
+    if (Stopped()) return false;
+    if (handler) handler(args...);
+    return true;
   }
 
+  // Moves the cursor past a message once it was handled, so that cursor() never names an
+  // event whose handler did not run.
   void SetCursor(Cursor next) {
     std::lock_guard<std::mutex> lock(mu);
     cursor = next;
@@ -47,7 +52,7 @@ struct Subscription::State {
 
   void Run();
   void Handle(const v1::ReloadPhaseEvent& message, std::vector<BundleState>* snapshot);
-  void DispatchPhase(const PhaseEvent& event) const;
+  bool DispatchPhase(const PhaseEvent& event) const;
 };
 
 namespace {
@@ -165,12 +170,13 @@ void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
         resynced.cause = ResyncCause::kInitial;
       } else if (cursor_now->host_epoch != message.host_epoch()) {
         resynced.cause = ResyncCause::kHostRestarted;
-        Dispatch(handlers.on_host_restarted,
-                 HostRestarted{cursor_now->host_epoch, message.host_epoch()});
+        if (!Dispatch(handlers.on_host_restarted,
+                      HostRestarted{cursor_now->host_epoch, message.host_epoch()})) {
+          return;
+        }
       } else {
         resynced.cause = ResyncCause::kFellBehind;
       }
-      SetCursor({message.host_epoch(), message.seq()});
       resynced.host_epoch = message.host_epoch();
       resynced.seq = message.seq();
       resynced.registry_revision = message.registry_revision();
@@ -178,7 +184,9 @@ void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
       snapshot->clear();
       std::sort(resynced.bundles.begin(), resynced.bundles.end(),
                 [](const BundleState& a, const BundleState& b) { return a.name < b.name; });
-      Dispatch(handlers.on_resynced, resynced);
+      if (Dispatch(handlers.on_resynced, resynced)) {
+        SetCursor({message.host_epoch(), message.seq()});
+      }
       return;
     }
     case v1::EVENT_KIND_PROGRESS:
@@ -194,8 +202,12 @@ void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
           (cursor_now->host_epoch != message.host_epoch() || message.seq() <= cursor_now->seq)) {
         return;
       }
-      SetCursor({message.host_epoch(), message.seq()});
-      DispatchPhase(PhaseEventFromProto(message));
+      // A phase this client does not know (from a newer host) is passed over, not guessed.
+      const bool known =
+          message.phase() >= v1::PHASE_PREPARING && message.phase() <= v1::PHASE_LOADED;
+      if (!known || DispatchPhase(PhaseEventFromProto(message))) {
+        SetCursor({message.host_epoch(), message.seq()});
+      }
       return;
     }
     default:
@@ -203,7 +215,7 @@ void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
   }
 }
 
-void Subscription::State::DispatchPhase(const PhaseEvent& event) const {
+bool Subscription::State::DispatchPhase(const PhaseEvent& event) const {
   switch (event.phase) {
     case Phase::kPreparing:
       return Dispatch(handlers.on_preparing, event);
@@ -216,6 +228,7 @@ void Subscription::State::DispatchPhase(const PhaseEvent& event) const {
     case Phase::kLoaded:
       return Dispatch(handlers.on_loaded, event);
   }
+  return false;
 }
 
 Subscription::Subscription(std::shared_ptr<const internal::Connection> connection,

@@ -12,6 +12,7 @@
 #include "client/client_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "host/test_pki.h"
 #include "polyplug/client/host_client.h"
 
 namespace polyplug::test {
@@ -209,6 +210,52 @@ TEST_F(ClientCallsTest, CallsWorkAgainAfterTheHostRestarts) {
   auto info = client->GetHostInfo(wait);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->host_epoch(), host().epoch());
+}
+
+TEST_F(ClientCallsTest, MutualTlsWithTheRightCertificatesAndRefusalsWithoutThem) {
+  Copy("counter_v1");
+  const fs::path pki_dir = dir_.path() / "pki";
+  fs::create_directories(pki_dir);
+  absl::StatusOr<Pki> pki = MakePki(pki_dir);
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  std::filesystem::create_directories(root());
+  HostProcess tls_host({"--bundles", root().string(), "--tls-cert", pki->server_cert.string(),
+                        "--tls-key", pki->server_key.string(), "--tls-client-ca",
+                        pki->ca_cert.string()});
+  tls_host.AddListenAddress("127.0.0.1:0");
+  ASSERT_TRUE(tls_host.Start().ok());
+  auto target = tls_host.ServingAddress("127.0.0.1:");
+  ASSERT_TRUE(target.ok()) << target.status();
+
+  client::ConnectOptions mtls = FastOptions();
+  mtls.tls = true;
+  mtls.tls_root_certs_pem = ReadFile(pki->ca_cert);
+  mtls.tls_client_cert_pem = ReadFile(pki->client_cert);
+  mtls.tls_client_key_pem = ReadFile(pki->client_key);
+  auto client = Connect(mtls, *target);
+  auto info = client->GetHostInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->host_epoch(), tls_host.epoch());
+  SubscriptionLog log;
+  auto subscription = client->Subscribe(log.Handlers());
+  ASSERT_TRUE(log.WaitForLine("RESYNCED INITIAL counter"));
+  // By name, checked against the certificate's DNS entry.
+  client::ConnectOptions by_name = mtls;
+  by_name.tls_server_name = "localhost";
+  EXPECT_TRUE(Connect(by_name, *target)->GetHostInfo().ok());
+
+  client::ConnectOptions no_client_cert = mtls;
+  no_client_cert.tls_client_cert_pem.clear();
+  no_client_cert.tls_client_key_pem.clear();
+  EXPECT_TRUE(absl::IsUnavailable(Connect(no_client_cert, *target)->GetHostInfo().status()));
+  client::ConnectOptions wrong_ca = mtls;
+  wrong_ca.tls_root_certs_pem = ReadFile(pki->other_ca_cert);
+  EXPECT_TRUE(absl::IsUnavailable(Connect(wrong_ca, *target)->GetHostInfo().status()));
+  client::ConnectOptions wrong_name = mtls;
+  wrong_name.tls_server_name = "somebody-else.example";
+  EXPECT_TRUE(absl::IsUnavailable(Connect(wrong_name, *target)->GetHostInfo().status()));
+  auto plaintext = Connect(FastOptions(), *target)->GetHostInfo();
+  EXPECT_FALSE(plaintext.ok());
 }
 
 }  // namespace

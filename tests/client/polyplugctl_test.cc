@@ -15,6 +15,7 @@
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "host/test_pki.h"
 
 namespace polyplug::test {
 namespace {
@@ -337,6 +338,34 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
   ProcessResult top = RunProcess({POLYPLUGCTL_BINARY, "--help"});
   EXPECT_EQ(top.exit_code, 0);
   EXPECT_THAT(top.out, HasSubstr("exit codes"));
+}
+
+TEST_F(PolyplugctlTest, TlsFlagsReachAMutualTlsHost) {
+  const fs::path pki_dir = dir_.path() / "pki";
+  fs::create_directories(pki_dir);
+  absl::StatusOr<Pki> pki = MakePki(pki_dir);
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  fs::create_directories(root());
+  HostProcess tls_host({"--bundles", root().string(), "--tls-cert", pki->server_cert.string(),
+                        "--tls-key", pki->server_key.string(), "--tls-client-ca",
+                        pki->ca_cert.string()});
+  tls_host.AddListenAddress("127.0.0.1:0");
+  ASSERT_TRUE(tls_host.Start().ok());
+  auto target = tls_host.ServingAddress("127.0.0.1:");
+  ASSERT_TRUE(target.ok()) << target.status();
+  const std::vector<std::string> base = {
+      POLYPLUGCTL_BINARY, "--host", *target, "info", "--tls-ca", pki->ca_cert.string()};
+  std::vector<std::string> mtls = base;
+  mtls.insert(mtls.end(),
+              {"--tls-cert", pki->client_cert.string(), "--tls-key", pki->client_key.string()});
+  ProcessResult ok = RunProcess(mtls);
+  EXPECT_EQ(ok.exit_code, 0) << Shown(ok);
+  ProcessResult no_cert = RunProcess(base);
+  EXPECT_EQ(no_cert.exit_code, 3) << Shown(no_cert);
+  std::vector<std::string> half = base;
+  half.insert(half.end(), {"--tls-cert", pki->client_cert.string()});
+  ProcessResult usage = RunProcess(half);
+  EXPECT_EQ(usage.exit_code, 2) << "a certificate without its key\n" << Shown(usage);
 }
 
 TEST_F(PolyplugctlTest, ColourOnlyWhenAskedOrOnATerminal) {

@@ -391,7 +391,13 @@ class WatchEnd {
   std::optional<int> code_;
 };
 
-std::atomic<WatchEnd*> g_watch_end{nullptr};  // for the signal thread
+// The watch's end, for the signal thread too. Never destroyed, so that a signal arriving
+// while the watch returns (or the process exits) finds it alive.
+WatchEnd& TheWatchEnd() {
+  static auto* end = new WatchEnd;
+  return *end;
+}
+std::atomic<bool> g_watching{false};
 
 int RunWatch(Context& ctx) {
   client::SubscribeOptions options;
@@ -427,8 +433,8 @@ int RunWatch(Context& ctx) {
     options.strict_resume = true;
   }
 
-  WatchEnd end;
-  g_watch_end = &end;
+  WatchEnd& end = TheWatchEnd();
+  g_watching = true;
   std::mutex print_mu;  // handlers run on the subscription thread; notes come from it too
   uint32_t seen = 0;
   bool ever_connected = false;
@@ -533,7 +539,7 @@ int RunWatch(Context& ctx) {
                                 " passed before the watch ended"));
     }
   }  // stops the subscription: no handler runs after this
-  g_watch_end = nullptr;
+  g_watching = false;
   return code;
 }
 
@@ -754,19 +760,24 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   // SIGINT/SIGTERM end a watch cleanly (the stream is cancelled, the exit code is 130/143);
-  // other commands just die. Blocked before any thread starts, so only the waiter gets them.
+  // a second one, or one during any other command, ends the process at once. Blocked
+  // before any thread starts, so only the waiter gets them. SIGPIPE keeps its default, so
+  // that `polyplugctl watch | head -1` ends when head does (gRPC's sockets never raise it).
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
   std::thread([stop_signals] {
-    int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
-    if (polyplug::ctl::WatchEnd* end = polyplug::ctl::g_watch_end.load(); end != nullptr) {
-      end->Finish(128 + signal_number);
-    } else {
+    bool first = true;
+    while (true) {
+      int signal_number = 0;
+      if (sigwait(&stop_signals, &signal_number) != 0) continue;
+      if (first && polyplug::ctl::g_watching.load()) {
+        first = false;
+        polyplug::ctl::TheWatchEnd().Finish(128 + signal_number);
+        continue;
+      }
       std::_Exit(128 + signal_number);
     }
   }).detach();
