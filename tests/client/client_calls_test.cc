@@ -154,11 +154,11 @@ TEST_F(ClientCallsTest, DeadlineIsPerCallAndNamesTheTarget) {
   ASSERT_NO_FATAL_FAILURE(StartHost());
   auto client = Connect();
   ASSERT_TRUE(client->GetHostInfo().ok());  // connected
-  host().Kill(SIGSTOP);                     // the host answers nothing until SIGCONT
+  host().Freeze();                          // the host answers nothing until Thaw()
   client::CallOptions short_call;
   short_call.timeout = absl::Milliseconds(100);
   auto info = client->GetHostInfo(short_call);
-  host().Kill(SIGCONT);
+  host().Thaw();
   EXPECT_TRUE(absl::IsDeadlineExceeded(info.status())) << info.status();
   EXPECT_THAT(info.status().message(), HasSubstr(address()));
   EXPECT_THAT(info.status().message(), HasSubstr("100ms"));

@@ -296,10 +296,10 @@ TEST_F(ClientSubscriptionTest, DestructorReturnsWhileTheHostIsFrozen) {
   SubscriptionLog log;
   auto subscription = client->Subscribe(log.Handlers());
   ASSERT_TRUE(log.WaitForLine("RESYNCED INITIAL counter"));
-  host().Kill(SIGSTOP);  // the stream is open and the host answers nothing
+  host().Freeze();  // the stream is open and the host answers nothing
   subscription.reset();
   client.reset();
-  host().Kill(SIGCONT);
+  host().Thaw();
 }
 
 TEST_F(ClientSubscriptionTest, AHandlerMayDestroyItsOwnSubscription) {

@@ -265,6 +265,24 @@ void HostProcess::Kill(int signal) {
   if (running()) kill(pid_, signal);
 }
 
+void HostProcess::Freeze() {
+  if (!running()) return;
+  kill(pid_, SIGSTOP);
+  // kill() returns before every thread has stopped; the stop is only certain once waitpid
+  // reports it.
+  int status = 0;
+  while (waitpid(pid_, &status, WUNTRACED) < 0 && errno == EINTR) {
+  }
+}
+
+void HostProcess::Thaw() {
+  if (!running()) return;
+  kill(pid_, SIGCONT);
+  int status = 0;
+  while (waitpid(pid_, &status, WCONTINUED) < 0 && errno == EINTR) {
+  }
+}
+
 bool HostProcess::PollExited() {
   if (pid_ <= 0) return false;
   if (exit_status_) return true;

@@ -98,6 +98,9 @@ class HostProcess {
 
   // Sends `signal` to the host (no-op once it was reaped).
   void Kill(int signal);
+  // SIGSTOP, and waits until every thread of the host has stopped; Thaw() resumes it.
+  void Freeze();
+  void Thaw();
   // Waits until the host exits and returns its waitpid status (use WIFEXITED etc.). A host
   // that has not exited after kCallDeadline records a test failure and is killed.
   int WaitExit();
