@@ -6,22 +6,6 @@
 namespace polyplug::client {
 namespace v1 = host::v1;
 
-absl::string_view PhaseName(Phase phase) {
-  switch (phase) {
-    case Phase::kPreparing:
-      return "PREPARING";
-    case Phase::kReloaded:
-      return "RELOADED";
-    case Phase::kFailed:
-      return "FAILED";
-    case Phase::kUnloading:
-      return "UNLOADING";
-    case Phase::kLoaded:
-      return "LOADED";
-  }
-  return "UNKNOWN";
-}
-
 absl::string_view ResyncCauseName(ResyncCause cause) {
   switch (cause) {
     case ResyncCause::kInitial:
@@ -74,6 +58,11 @@ v1::Phase PhaseToProto(Phase phase) {
 }
 
 }  // namespace
+
+absl::string_view PhaseName(Phase phase) {
+  // The proto's names without their prefix: PHASE_RELOADED -> "RELOADED".
+  return absl::StripPrefix(v1::Phase_Name(PhaseToProto(phase)), "PHASE_");
+}
 
 PhaseEvent PhaseEventFromProto(const v1::ReloadPhaseEvent& in) {
   PhaseEvent out;
