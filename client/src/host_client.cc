@@ -315,6 +315,58 @@ absl::StatusOr<ServingStatus> HostClient::CheckHealth(absl::string_view service,
   }
 }
 
+absl::StatusOr<v1::InstanceRef> HostClient::CreateInstance(absl::string_view contract,
+                                                           absl::string_view args,
+                                                           uint32_t min_version,
+                                                           const CallOptions& call) {
+  v1::CreateInstanceRequest request;
+  request.set_contract(std::string(contract));
+  request.set_min_version(min_version);
+  request.set_args(std::string(args));
+  return impl_->Call<v1::InstanceRef>(&v1::PluginHost::Stub::CreateInstance, request, call);
+}
+
+absl::StatusOr<v1::InstanceRef> HostClient::CreateInstance(const v1::ContractHandle& handle,
+                                                           absl::string_view args,
+                                                           const CallOptions& call) {
+  v1::CreateInstanceRequest request;
+  *request.mutable_handle() = handle;
+  request.set_args(std::string(args));
+  return impl_->Call<v1::InstanceRef>(&v1::PluginHost::Stub::CreateInstance, request, call);
+}
+
+absl::StatusOr<v1::InvokeResponse> HostClient::Invoke(const v1::InstanceRef& instance,
+                                                      absl::string_view method,
+                                                      absl::string_view request_bytes,
+                                                      const CallOptions& call) {
+  v1::InvokeRequest request;
+  *request.mutable_instance() = instance;
+  request.set_method(std::string(method));
+  request.set_request(std::string(request_bytes));
+  return impl_->Call<v1::InvokeResponse>(&v1::PluginHost::Stub::Invoke, request, call);
+}
+
+absl::StatusOr<v1::InvokeResponse> HostClient::InvokeOnce(absl::string_view contract,
+                                                          absl::string_view method,
+                                                          absl::string_view request_bytes,
+                                                          uint32_t min_version,
+                                                          const CallOptions& call) {
+  v1::InvokeRequest request;
+  request.set_contract(std::string(contract));
+  request.set_min_version(min_version);
+  request.set_method(std::string(method));
+  request.set_request(std::string(request_bytes));
+  return impl_->Call<v1::InvokeResponse>(&v1::PluginHost::Stub::Invoke, request, call);
+}
+
+absl::Status HostClient::DestroyInstance(const v1::InstanceRef& instance, const CallOptions& call) {
+  v1::DestroyInstanceRequest request;
+  *request.mutable_instance() = instance;
+  return impl_
+      ->Call<v1::DestroyInstanceResponse>(&v1::PluginHost::Stub::DestroyInstance, request, call)
+      .status();
+}
+
 std::unique_ptr<Subscription> HostClient::Subscribe(PhaseHandlers handlers,
                                                     SubscribeOptions options) {
   return std::unique_ptr<Subscription>(

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 
 namespace polyplug::core {
 namespace {
@@ -46,6 +47,12 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kReentrantCall, "REENTRANT_CALL", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kInternal, "INTERNAL", absl::StatusCode::kInternal},
     {ErrorReason::kCursorOutOfRange, "CURSOR_OUT_OF_RANGE", absl::StatusCode::kOutOfRange},
+    {ErrorReason::kInstanceInvalidatedByReload, "INSTANCE_INVALIDATED_BY_RELOAD",
+     absl::StatusCode::kFailedPrecondition},
+    {ErrorReason::kInstanceNotFound, "INSTANCE_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorReason::kNotInvocable, "NOT_INVOCABLE", absl::StatusCode::kUnimplemented},
+    {ErrorReason::kMethodNotFound, "METHOD_NOT_FOUND", absl::StatusCode::kUnimplemented},
+    {ErrorReason::kCallFailed, "CALL_FAILED", absl::StatusCode::kAborted},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {
@@ -76,6 +83,45 @@ ErrorReason ReasonOf(const absl::Status& status) {
     if (info.token == token) return info.reason;
   }
   return ErrorReason::kUnspecified;
+}
+
+absl::string_view AbiCodeName(PolyplugAbiErrorCode code) {
+  switch (code) {
+    case POLYPLUG_ABI_OK:
+      return "OK";
+    case POLYPLUG_ABI_GENERIC:
+      return "GENERIC";
+    case POLYPLUG_ABI_BUFFER_TOO_SMALL:
+      return "BUFFER_TOO_SMALL";
+    case POLYPLUG_ABI_PANIC:
+      return "PANIC";
+    case POLYPLUG_ABI_NOT_FOUND:
+      return "NOT_FOUND";
+    case POLYPLUG_ABI_STALE_HANDLE:
+      return "STALE_HANDLE";
+    case POLYPLUG_ABI_FUNCTION_NOT_AVAILABLE:
+      return "FUNCTION_NOT_AVAILABLE";
+    case POLYPLUG_ABI_DUPLICATE_PROVIDER:
+      return "DUPLICATE_PROVIDER";
+    case POLYPLUG_ABI_INVALID_POINTER:
+      return "INVALID_POINTER";
+    case POLYPLUG_ABI_REENTRANT_CALL:
+      return "REENTRANT_CALL";
+    case POLYPLUG_ABI_UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case POLYPLUG_ABI_INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    default:
+      return code >= POLYPLUG_ABI_FIRST_BUNDLE_DEFINED ? "BUNDLE_DEFINED" : "GENERIC";
+  }
+}
+
+std::string DescribeAbiError(const PolyplugAbiError& error) {
+  std::string text = absl::StrCat(AbiCodeName(error.code), " (", error.code, ")");
+  if (error.message.ptr != nullptr && error.message.len > 0) {
+    absl::StrAppend(&text, ": ", absl::string_view(error.message.ptr, error.message.len));
+  }
+  return text;
 }
 
 }  // namespace polyplug::core

@@ -22,45 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-absl::string_view AbiCodeName(PolyplugAbiErrorCode code) {
-  switch (code) {
-    case POLYPLUG_ABI_OK:
-      return "OK";
-    case POLYPLUG_ABI_GENERIC:
-      return "GENERIC";
-    case POLYPLUG_ABI_BUFFER_TOO_SMALL:
-      return "BUFFER_TOO_SMALL";
-    case POLYPLUG_ABI_PANIC:
-      return "PANIC";
-    case POLYPLUG_ABI_NOT_FOUND:
-      return "NOT_FOUND";
-    case POLYPLUG_ABI_STALE_HANDLE:
-      return "STALE_HANDLE";
-    case POLYPLUG_ABI_FUNCTION_NOT_AVAILABLE:
-      return "FUNCTION_NOT_AVAILABLE";
-    case POLYPLUG_ABI_DUPLICATE_PROVIDER:
-      return "DUPLICATE_PROVIDER";
-    case POLYPLUG_ABI_INVALID_POINTER:
-      return "INVALID_POINTER";
-    case POLYPLUG_ABI_REENTRANT_CALL:
-      return "REENTRANT_CALL";
-    case POLYPLUG_ABI_UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case POLYPLUG_ABI_INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    default:
-      return code >= POLYPLUG_ABI_FIRST_BUNDLE_DEFINED ? "BUNDLE_DEFINED" : "GENERIC";
-  }
-}
-
-std::string DescribeAbiError(const PolyplugAbiError& error) {
-  std::string text = absl::StrCat(AbiCodeName(error.code), " (", error.code, ")");
-  if (error.message.ptr != nullptr && error.message.len > 0) {
-    absl::StrAppend(&text, ": ", absl::string_view(error.message.ptr, error.message.len));
-  }
-  return text;
-}
-
 bool IsValidUtf8(absl::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -627,7 +588,7 @@ class Runtime::Impl {
     PolyplugAbiError error = iface.create_instance(iface.user_data, &api_, args, &instance);
     if (error.code != POLYPLUG_ABI_OK) {
       return MakeError(
-          ErrorReason::kInvalidArgument,
+          ErrorReason::kCallFailed,
           absl::StrCat("create_instance of contract ", FormatContractId(iface.contract_id),
                        " failed: ", DescribeAbiError(error)));
     }

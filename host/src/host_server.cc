@@ -25,6 +25,7 @@
 #include "polyplug/host/phase_stream.h"
 #include "polyplug/host/plugin_host_service.h"
 #include "polyplug/host/reflection_service.h"
+#include "polyplug/host/remote_instances.h"
 
 namespace polyplug::host {
 namespace {
@@ -87,7 +88,10 @@ std::string DefaultListenAddress() {
 class HostServer::Impl {
  public:
   std::unique_ptr<core::Runtime> runtime;
+  // After the runtime: its instances go before the runtime does.
+  std::unique_ptr<RemoteInstances> instances;
   std::unique_ptr<OperationWorker> worker;
+  std::unique_ptr<OperationWorker> calls;
   std::unique_ptr<PhaseHub> hub;
   std::unique_ptr<HealthService> health;
   std::unique_ptr<PluginHostService> service;
@@ -97,6 +101,7 @@ class HostServer::Impl {
   std::vector<fs::path> unix_sockets;
   core::EventJournal::ListenerId health_listener = 0;
   core::EventJournal::ListenerId log_listener = 0;
+  core::EventJournal::ListenerId instances_listener = 0;
   bool shut_down = false;
 
   // gRPC 1.51's callback server drains its completion queue with two threads that sleep
@@ -134,6 +139,7 @@ class HostServer::Impl {
     if (warm_thread.joinable()) warm_thread.join();
     // Order: stop new work, let the running operation finish, end streams, stop gRPC.
     worker->Shutdown();
+    calls->Shutdown();
     hub->Shutdown();
     health->Shutdown();
     // Our streams are already ended; the deadline only bounds idle client connections,
@@ -142,6 +148,8 @@ class HostServer::Impl {
     server->Wait();
     runtime->journal().RemoveListener(health_listener);
     runtime->journal().RemoveListener(log_listener);
+    runtime->journal().RemoveListener(instances_listener);
+    instances.reset();  // destroys the remote instances left, while their bundles are loaded
     std::error_code ec;
     for (const fs::path& socket : unix_sockets) fs::remove(socket, ec);
   }
@@ -223,13 +231,20 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
     }
   }
 
+  impl->instances = std::make_unique<RemoteInstances>(
+      rt, RemoteInstancesOptions{.drain_timeout = options.drain_timeout});
+  RemoteInstances* instances = impl->instances.get();
+  // Runs on the mutating thread before the swap: instances of a reloading bundle go first.
+  impl->instances_listener =
+      rt.journal().AddListener([instances](const core::PhaseEvent& e) { instances->OnPhase(e); });
   impl->worker = std::make_unique<OperationWorker>();
+  impl->calls = std::make_unique<OperationWorker>(options.call_threads);
   impl->hub = std::make_unique<PhaseHub>(rt, PhaseHubOptions{options.max_subscribers, 1024});
   PluginHostServiceOptions service_options;
   service_options.bundle_roots = roots;
   service_options.auth_token = options.auth_token;
-  impl->service =
-      std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, service_options);
+  impl->service = std::make_unique<PluginHostService>(
+      rt, *impl->hub, *impl->worker, *impl->instances, *impl->calls, service_options);
   impl->reflection = std::make_unique<ReflectionService>(
       std::vector<std::string>{"polyplug.host.v1.PluginHost", "grpc.health.v1.Health",
                                "grpc.reflection.v1.ServerReflection",

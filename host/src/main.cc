@@ -15,6 +15,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "polyplug/host/host_server.h"
 
 ABSL_FLAG(std::vector<std::string>, listen, {},
@@ -40,6 +41,11 @@ ABSL_FLAG(bool, insecure_remote, false,
           "load code into this process.");
 ABSL_FLAG(int64_t, max_subscribers, 256, "Open SubscribeReloadPhases streams allowed at once.");
 ABSL_FLAG(int64_t, max_message_bytes, 4 << 20, "Largest request or response message.");
+ABSL_FLAG(int64_t, call_threads, 4,
+          "Threads that run bundles' code for remote calls (CreateInstance, Invoke).");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+          "How long a reload or unload waits for remote calls in flight on the bundle before "
+          "it destroys the bundle's instances anyway.");
 
 namespace {
 
@@ -131,6 +137,9 @@ int main(int argc, char** argv) {
       static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_max_subscribers)));
   options.max_message_bytes =
       static_cast<int>(std::clamp<int64_t>(absl::GetFlag(FLAGS_max_message_bytes), 1024, 1 << 30));
+  options.call_threads =
+      static_cast<size_t>(std::clamp<int64_t>(absl::GetFlag(FLAGS_call_threads), 1, 256));
+  options.drain_timeout = std::max(absl::ZeroDuration(), absl::GetFlag(FLAGS_drain_timeout));
   if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls-cert", &options.tls_cert_pem) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls-key", &options.tls_key_pem) ||

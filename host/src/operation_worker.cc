@@ -1,8 +1,14 @@
 #include "polyplug/host/operation_worker.h"
 
+#include <algorithm>
+
 namespace polyplug::host {
 
-OperationWorker::OperationWorker() : thread_([this] { Loop(); }) {}
+OperationWorker::OperationWorker(size_t threads) {
+  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) {
+    threads_.emplace_back([this] { Loop(); });
+  }
+}
 
 OperationWorker::~OperationWorker() { Shutdown(); }
 
@@ -20,15 +26,16 @@ void OperationWorker::Post(std::function<void()> run, std::function<void()> canc
 
 void OperationWorker::Shutdown() {
   std::deque<Task> dropped;
+  std::vector<std::thread> threads;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
     dropped.swap(tasks_);
+    threads.swap(threads_);
     cv_.notify_all();
   }
   for (Task& t : dropped) t.cancel();
-  if (thread_.joinable()) thread_.join();
+  for (std::thread& t : threads) t.join();
 }
 
 void OperationWorker::Loop() {

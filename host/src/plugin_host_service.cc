@@ -64,8 +64,14 @@ grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& 
 }
 
 PluginHostService::PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
+                                     RemoteInstances& instances, OperationWorker& calls,
                                      PluginHostServiceOptions options)
-    : runtime_(runtime), hub_(hub), worker_(worker), options_(std::move(options)) {}
+    : runtime_(runtime),
+      hub_(hub),
+      worker_(worker),
+      instances_(instances),
+      calls_(calls),
+      options_(std::move(options)) {}
 
 void PluginHostService::SetListenAddresses(std::vector<std::string> addresses) {
   std::lock_guard<std::mutex> lock(listen_mu_);
@@ -231,54 +237,64 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
   return reactor;
 }
 
+absl::StatusOr<core::ContractHandle> PluginHostService::LookUp(
+    const v1::FindContractRequest& request) const {
+  uint64_t contract_id = 0;
+  std::string label;
+  if (request.contract_case() == v1::FindContractRequest::kContractId) {
+    contract_id = request.contract_id();
+    label = core::FormatContractId(contract_id);
+  } else if (request.contract_case() == v1::FindContractRequest::kName) {
+    if (absl::Status s = CheckName("name", request.name()); !s.ok()) return s;
+    auto ref = core::ParseContractRef(request.name());
+    if (!ref.ok()) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("field 'name': ", ref.status().message()));
+    }
+    const uint32_t major = ref->version ? ref->major() : request.major();
+    contract_id = core::GuestContractId(ref->name, major);
+    label = absl::StrCat(ref->name, "@", major);
+  } else {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     "set 'name' (\"contract@major\") or 'contract_id' of the contract to find");
+  }
+  absl::StatusOr<core::ContractHandle> handle;
+  if (!request.bundle().empty()) {
+    handle = runtime_.registry().FindInBundle(core::BundleId(request.bundle()), contract_id,
+                                              request.min_version());
+  } else {
+    handle = runtime_.Find(contract_id, request.min_version());
+  }
+  if (!handle.ok()) {
+    return MakeError(
+        ErrorReason::kContractNotFound,
+        absl::StrCat(
+            "no provider of contract ", label,
+            request.min_version() ? absl::StrCat(" with major >= ", request.min_version()) : "",
+            request.bundle().empty() ? "" : absl::StrCat(" in bundle \"", request.bundle(), "\""),
+            " is loaded"));
+  }
+  return handle;
+}
+
+absl::StatusOr<core::ContractHandle> PluginHostService::HandleOf(
+    const v1::ContractHandle& handle) const {
+  if (handle.host_epoch() != 0 && handle.host_epoch() != runtime_.host_epoch()) {
+    return MakeError(ErrorReason::kStaleHandle,
+                     absl::StrCat("the handle is from host epoch ", handle.host_epoch(),
+                                  " but this host's epoch is ", runtime_.host_epoch(),
+                                  " (the host restarted); look the contract up again"));
+  }
+  return core::ContractHandle{handle.index(), handle.generation()};
+}
+
 grpc::ServerUnaryReactor* PluginHostService::FindContract(grpc::CallbackServerContext* context,
                                                           const v1::FindContractRequest* request,
                                                           v1::ContractHandle* response) {
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
-  uint64_t contract_id = 0;
-  std::string label;
-  if (request->contract_case() == v1::FindContractRequest::kContractId) {
-    contract_id = request->contract_id();
-    label = core::FormatContractId(contract_id);
-  } else if (request->contract_case() == v1::FindContractRequest::kName) {
-    if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
-    auto ref = core::ParseContractRef(request->name());
-    if (!ref.ok()) {
-      Reject(context, reactor,
-             MakeError(ErrorReason::kInvalidArgument,
-                       absl::StrCat("field 'name': ", ref.status().message())));
-      return reactor;
-    }
-    const uint32_t major = ref->version ? ref->major() : request->major();
-    contract_id = core::GuestContractId(ref->name, major);
-    label = absl::StrCat(ref->name, "@", major);
-  } else {
-    Reject(context, reactor,
-           MakeError(ErrorReason::kInvalidArgument,
-                     "set 'name' (\"contract@major\") or 'contract_id' of the contract to find"));
-    return reactor;
-  }
-  absl::StatusOr<core::ContractHandle> handle;
-  if (!request->bundle().empty()) {
-    handle = runtime_.registry().FindInBundle(core::BundleId(request->bundle()), contract_id,
-                                              request->min_version());
-  } else {
-    handle = runtime_.Find(contract_id, request->min_version());
-  }
-  if (!handle.ok()) {
-    Reject(context, reactor,
-           MakeError(ErrorReason::kContractNotFound,
-                     absl::StrCat("no provider of contract ", label,
-                                  request->min_version()
-                                      ? absl::StrCat(" with major >= ", request->min_version())
-                                      : "",
-                                  request->bundle().empty()
-                                      ? ""
-                                      : absl::StrCat(" in bundle \"", request->bundle(), "\""),
-                                  " is loaded")));
-    return reactor;
-  }
+  absl::StatusOr<core::ContractHandle> handle = LookUp(*request);
+  if (Reject(context, reactor, handle.status())) return reactor;
   auto entry = runtime_.registry().Describe(*handle);
   if (Reject(context, reactor, entry.status())) return reactor;
   ToProto(*entry, runtime_, response);
@@ -358,6 +374,136 @@ grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PluginHostService::SubscribeRelo
     return new Refused(auth);
   }
   return hub_.Open(context, request);
+}
+
+// ---- Remote calls. The bundle's code runs on the call pool, never on a gRPC thread.
+
+namespace {
+
+// DEADLINE_EXCEEDED when the call's deadline passed while it waited for a pool thread.
+bool Expired(grpc::CallbackServerContext* context) {
+  return context->deadline() < std::chrono::system_clock::now();
+}
+
+grpc::Status ExpiredBeforeStart() {
+  return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                      "the deadline passed before a call thread was free (see --call-threads)");
+}
+
+}  // namespace
+
+absl::StatusOr<core::ContractHandle> PluginHostService::TargetOf(const v1::ContractHandle* handle,
+                                                                 const std::string* contract,
+                                                                 uint32_t min_version) const {
+  if (handle != nullptr) return HandleOf(*handle);
+  if (contract != nullptr) {
+    v1::FindContractRequest find;
+    find.set_name(*contract);
+    find.set_min_version(min_version);
+    return LookUp(find);
+  }
+  return MakeError(ErrorReason::kInvalidArgument,
+                   "set the target: 'handle' (from FindContract) or 'contract' (\"name@major\")");
+}
+
+void PluginHostService::FillInstanceRef(uint64_t id, core::ContractHandle handle,
+                                        v1::InstanceRef* out) const {
+  out->set_instance_id(id);
+  out->set_host_epoch(runtime_.host_epoch());
+  if (auto entry = runtime_.registry().Describe(handle); entry.ok()) {
+    ToProto(*entry, runtime_, out->mutable_handle());
+  }
+}
+
+grpc::ServerUnaryReactor* PluginHostService::CreateInstance(
+    grpc::CallbackServerContext* context, const v1::CreateInstanceRequest* request,
+    v1::InstanceRef* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  absl::StatusOr<core::ContractHandle> handle =
+      TargetOf(request->has_handle() ? &request->handle() : nullptr,
+               request->target_case() == v1::CreateInstanceRequest::kContract ? &request->contract()
+                                                                              : nullptr,
+               request->min_version());
+  if (Reject(context, reactor, handle.status())) return reactor;
+  calls_.Post(
+      [this, context, request, response, reactor, handle = *handle] {
+        if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
+        absl::StatusOr<uint64_t> id = instances_.Create(handle, request->args());
+        if (Reject(context, reactor, id.status())) return;
+        FillInstanceRef(*id, handle, response);
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::Invoke(grpc::CallbackServerContext* context,
+                                                    const v1::InvokeRequest* request,
+                                                    v1::InvokeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  if (request->method().empty()) {
+    Reject(context, reactor, MakeError(ErrorReason::kInvalidArgument, "field 'method' is empty"));
+    return reactor;
+  }
+  std::optional<uint64_t> instance;
+  absl::StatusOr<core::ContractHandle> handle;
+  if (request->target_case() == v1::InvokeRequest::kInstance) {
+    const v1::InstanceRef& ref = request->instance();
+    if (ref.host_epoch() != 0 && ref.host_epoch() != runtime_.host_epoch()) {
+      Reject(context, reactor,
+             MakeError(
+                 ErrorReason::kInstanceNotFound,
+                 absl::StrCat("instance ", ref.instance_id(), " is from host epoch ",
+                              ref.host_epoch(), " but this host's epoch is ", runtime_.host_epoch(),
+                              " (the host restarted); make a new instance")));
+      return reactor;
+    }
+    instance = ref.instance_id();
+    handle = instances_.HandleOf(*instance);
+  } else {
+    handle = TargetOf(
+        request->target_case() == v1::InvokeRequest::kHandle ? &request->handle() : nullptr,
+        request->target_case() == v1::InvokeRequest::kContract ? &request->contract() : nullptr,
+        request->min_version());
+  }
+  if (Reject(context, reactor, handle.status())) return reactor;
+  calls_.Post(
+      [this, context, request, response, reactor, instance, handle = *handle] {
+        if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
+        absl::StatusOr<std::string> result =
+            instance ? instances_.Invoke(*instance, request->method(), request->request())
+                     : instances_.InvokeOnce(handle, request->method(), request->request());
+        if (Reject(context, reactor, result.status())) return;
+        *response->mutable_response() = *std::move(result);
+        if (auto entry = runtime_.registry().Describe(handle); entry.ok()) {
+          ToProto(*entry, runtime_, response->mutable_handle());
+        }
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::DestroyInstance(
+    grpc::CallbackServerContext* context, const v1::DestroyInstanceRequest* request,
+    v1::DestroyInstanceResponse*) {
+  auto* reactor = context->DefaultReactor();
+  if (Unauthorized(context, reactor)) return reactor;
+  const v1::InstanceRef& ref = request->instance();
+  if (ref.host_epoch() != 0 && ref.host_epoch() != runtime_.host_epoch()) {
+    // The host that made it is gone, and the instance with it.
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  calls_.Post(
+      [this, context, reactor, id = ref.instance_id()] {
+        if (Reject(context, reactor, instances_.Destroy(id))) return;
+        reactor->Finish(grpc::Status::OK);
+      },
+      [reactor] { reactor->Finish(ShuttingDown()); });
+  return reactor;
 }
 
 }  // namespace polyplug::host

@@ -8,11 +8,18 @@
 // fn1 increment:   increments the instance's int64_t counter and writes the new value
 //                  (int64_t) to *out; INVALID_ARGUMENT on a stateless instance.
 // invoke: "version" -> "v1"/"v2", "echo" -> the request, "count" -> increments and returns
-//         the counter in decimal, "fail" -> code 257 "fail: failed on purpose".
+//         the counter in decimal, "fail" -> code 257 "fail: failed on purpose",
+//         "sleep" -> sleeps the request's milliseconds, then answers "v1"/"v2",
+//         "block" -> the request names a directory holding the FIFOs `started` and
+//         `release`: writes one byte to `started` (so a test knows the call runs), waits
+//         for end of file on `release`, then answers "v1"/"v2".
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "polyplug/guest.hpp"
 
@@ -52,8 +59,31 @@ void Init(guest::Registrar& registrar) {
               [](int64_t* counter, std::string_view) {
                 return std::to_string(Increment(RequireCounter(counter)));
               })
-      .Method("fail", [](std::string_view) -> std::string {
-        throw guest::Error(kFailedOnPurpose, "fail: failed on purpose");
+      .Method("fail",
+              [](std::string_view) -> std::string {
+                throw guest::Error(kFailedOnPurpose, "fail: failed on purpose");
+              })
+      .Method("sleep",
+              [](std::string_view request) {
+                std::this_thread::sleep_for(
+                    std::chrono::milliseconds(std::stoll(std::string(request))));
+                return std::string(kVersion == 1 ? "v1" : "v2");
+              })
+      .Method("block", [](std::string_view request) {
+        const std::string dir(request);
+        // Opening a FIFO blocks until the other end opens it: the test's open of
+        // `started` returns once this call runs, and this call goes on once the test
+        // opened and closed `release`.
+        if (FILE* started = std::fopen((dir + "/started").c_str(), "w")) {
+          std::fputc('1', started);
+          std::fclose(started);
+        }
+        if (FILE* release = std::fopen((dir + "/release").c_str(), "r")) {
+          while (std::fgetc(release) != EOF) {
+          }
+          std::fclose(release);
+        }
+        return std::string(kVersion == 1 ? "v1" : "v2");
       });
 }
 

@@ -3,9 +3,11 @@
 // restarts (kill -9) and a journal that no longer reaches back.
 #include <signal.h>
 
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -82,8 +84,43 @@ TEST_F(ClientSubscriptionTest, DeliversTheReloadPhasesInSeqOrderOnItsOwnThread) 
   ASSERT_THAT(threads, SizeIs(2));
   EXPECT_EQ(threads[0], threads[1]);
   EXPECT_NE(threads[0], me.str());
-  ASSERT_TRUE(subscription->cursor().has_value());
-  EXPECT_EQ(*subscription->cursor(), (client::Cursor{host().epoch(), events[1].seq}));
+}
+
+TEST_F(ClientSubscriptionTest, CursorNamesTheLastEventWhoseHandlerReturned) {
+  Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  auto client = Connect();
+  // Each handler records the cursor it sees: the event before its own.
+  std::mutex mu;
+  std::vector<std::optional<client::Cursor>> seen;
+  client::Subscription* self = nullptr;
+  SubscriptionLog log;
+  client::PhaseHandlers handlers = log.Handlers();
+  auto record_then = [&](std::function<void(const client::PhaseEvent&)> next) {
+    return [&, next](const client::PhaseEvent& e) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        seen.push_back(self->cursor());
+      }
+      next(e);
+    };
+  };
+  handlers.on_preparing = record_then(handlers.on_preparing);
+  handlers.on_reloaded = record_then(handlers.on_reloaded);
+  std::unique_ptr<client::Subscription> subscription;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    subscription = client->Subscribe(std::move(handlers));
+    self = subscription.get();
+  }
+  ASSERT_TRUE(log.WaitForLine("RESYNCED INITIAL counter"));
+  const uint64_t synced = log.resyncs().at(0).seq;
+  ASSERT_TRUE(client->Reload("counter").ok());
+  ASSERT_TRUE(log.WaitForEvents(2));
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_THAT(seen, SizeIs(2));
+  EXPECT_EQ(seen[0], (client::Cursor{host().epoch(), synced})) << "PREPARING saw the snapshot's";
+  EXPECT_EQ(seen[1], (client::Cursor{host().epoch(), synced + 1})) << "RELOADED saw PREPARING's";
 }
 
 TEST_F(ClientSubscriptionTest, FailedReloadArrivesWithItsReason) {

@@ -252,6 +252,34 @@ TEST_F(PolyplugctlTest, WatchFromASeqReplaysAndAnOldOneFails) {
   EXPECT_THAT(gone.err, HasSubstr("OUT_OF_RANGE"));
 }
 
+TEST_F(PolyplugctlTest, CallRunsAMethodInsideTheHost) {
+  Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  ProcessResult version = Ctl({"call", "test.counter@1", "version"});
+  ASSERT_EQ(version.exit_code, 0) << Shown(version);
+  EXPECT_EQ(version.out, "v1\n");
+  ProcessResult echo = Ctl({"call", "test.counter@1", "echo", "--data", "hello there"});
+  EXPECT_EQ(echo.out, "hello there\n") << Shown(echo);
+  WriteFile(dir_.path() / "request.bin", "from a file");
+  ProcessResult from_file = Ctl(
+      {"call", "test.counter@1", "echo", "--data", "@" + (dir_.path() / "request.bin").string()});
+  EXPECT_EQ(from_file.out, "from a file\n") << Shown(from_file);
+  ProcessResult json = Ctl({"call", "test.counter@1", "echo", "--data", "abc", "--json"});
+  ASSERT_EQ(json.exit_code, 0) << Shown(json);
+  const auto response = Parse<v1::InvokeResponse>(json.out);
+  EXPECT_EQ(response.response(), "abc");
+  EXPECT_EQ(response.handle().provider_bundle_name(), "counter");
+
+  ProcessResult unknown = Ctl({"call", "test.counter@1", "nope"});
+  EXPECT_EQ(unknown.exit_code, 1) << Shown(unknown);
+  EXPECT_THAT(unknown.err, HasSubstr("METHOD_NOT_FOUND"));
+  ProcessResult failing = Ctl({"call", "test.counter@1", "fail"});
+  EXPECT_EQ(failing.exit_code, 1) << Shown(failing);
+  EXPECT_THAT(failing.err, HasSubstr("failed on purpose"));
+  EXPECT_EQ(Ctl({"call", "test.counter@1"}).exit_code, 2);
+  EXPECT_EQ(Ctl({"call", "test.counter@1", "echo", "--data", "@/nonexistent/file"}).exit_code, 2);
+}
+
 TEST_F(PolyplugctlTest, WatchEndsWith130OnSigint) {
   Copy("counter_v1");
   ASSERT_NO_FATAL_FAILURE(StartHost());
@@ -263,8 +291,13 @@ TEST_F(PolyplugctlTest, WatchEndsWith130OnSigint) {
 }
 
 TEST_F(PolyplugctlTest, UnreachableHostIsExitCode3) {
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {"info"}, {"reload", "x"}, {"list", "bundles"}, {"watch"}, {"health"}}) {
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"info"},
+                                             {"reload", "x"},
+                                             {"list", "bundles"},
+                                             {"watch"},
+                                             {"health"},
+                                             {"call", "a@1", "m"}}) {
     ProcessResult r = Ctl(args);
     EXPECT_EQ(r.exit_code, 3) << args[0] << "\n" << Shown(r);
     EXPECT_THAT(r.err, HasSubstr(address())) << args[0];
@@ -328,7 +361,7 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
     EXPECT_THAT(r.err, HasSubstr("usage")) << absl::StrJoin(args, " ");
   }
   for (const char* command :
-       {"reload", "load", "unload", "find", "list", "watch", "info", "health"}) {
+       {"reload", "load", "unload", "find", "list", "watch", "info", "health", "call"}) {
     ProcessResult r = RunProcess({POLYPLUGCTL_BINARY, command, "--help"});
     EXPECT_EQ(r.exit_code, 0) << command;
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("usage: polyplugctl ", command))) << command;

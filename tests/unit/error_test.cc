@@ -13,7 +13,7 @@
 namespace polyplug::core {
 namespace {
 
-constexpr int kLastReason = static_cast<int>(ErrorReason::kInternal);
+constexpr int kLastReason = static_cast<int>(ErrorReason::kCallFailed);
 
 bool IsUpperSnake(absl::string_view token) {
   if (token.empty() || token.front() == '_' || token.back() == '_') return false;
@@ -63,6 +63,13 @@ TEST(ReasonTokenTest, TokensAreTheStableWireNames) {
   EXPECT_EQ(ReasonToken(ErrorReason::kPermissionDenied), "PERMISSION_DENIED");
   EXPECT_EQ(ReasonToken(ErrorReason::kReentrantCall), "REENTRANT_CALL");
   EXPECT_EQ(ReasonToken(ErrorReason::kInternal), "INTERNAL");
+  EXPECT_EQ(ReasonToken(ErrorReason::kCursorOutOfRange), "CURSOR_OUT_OF_RANGE");
+  EXPECT_EQ(ReasonToken(ErrorReason::kInstanceInvalidatedByReload),
+            "INSTANCE_INVALIDATED_BY_RELOAD");
+  EXPECT_EQ(ReasonToken(ErrorReason::kInstanceNotFound), "INSTANCE_NOT_FOUND");
+  EXPECT_EQ(ReasonToken(ErrorReason::kNotInvocable), "NOT_INVOCABLE");
+  EXPECT_EQ(ReasonToken(ErrorReason::kMethodNotFound), "METHOD_NOT_FOUND");
+  EXPECT_EQ(ReasonToken(ErrorReason::kCallFailed), "CALL_FAILED");
 }
 
 TEST(ReasonTest, EnumValuesAreStable) {
@@ -70,6 +77,8 @@ TEST(ReasonTest, EnumValuesAreStable) {
   EXPECT_EQ(static_cast<int>(ErrorReason::kBundleNotFound), 14);
   EXPECT_EQ(static_cast<int>(ErrorReason::kStaleHandle), 21);
   EXPECT_EQ(static_cast<int>(ErrorReason::kInternal), 26);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kCursorOutOfRange), 27);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kCallFailed), 32);
 }
 
 TEST(MakeErrorTest, MapsReasonsToCanonicalCodes) {

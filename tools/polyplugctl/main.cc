@@ -56,6 +56,8 @@ commands:
                                 print phase events as they happen
   info                          the host's version, epoch, revision, roots and counters
   health [--bundle NAME]        the host's (or a bundle's) serving status
+  call CONTRACT METHOD [--data TEXT|@FILE]
+                                run a method of a contract inside the host
   help [COMMAND]                this text, or a command's
 
 global options (before or after the command):
@@ -307,6 +309,39 @@ int RunList(Context& ctx) {
     return kExitOk;
   }
   return Misuse(ctx, absl::StrCat("list what? 'bundles' or 'contracts', not '", what, "'"));
+}
+
+int RunCall(Context& ctx) {
+  const std::string& contract = ctx.args.operands()[0];
+  const std::string& method = ctx.args.operands()[1];
+  uint32_t min_version = 0;
+  if (ctx.args.Has("min-version")) {
+    auto parsed = ParseUint("min-version", ctx.args.Get("min-version"));
+    if (!parsed.ok()) return Misuse(ctx, parsed.status().message());
+    min_version = *parsed;
+  }
+  std::string request = ctx.args.Get("data");
+  if (!request.empty() && request[0] == '@') {
+    std::ifstream in(request.substr(1), std::ios::binary);
+    if (!in) return Misuse(ctx, absl::StrCat("--data ", request, ": cannot read the file"));
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    request = buffer.str();
+  }
+  auto response = ctx.client.InvokeOnce(contract, method, request, min_version, ctx.call);
+  if (!response.ok()) {
+    ctx.out.Error(absl::StrCat("call ", contract, " ", method), response.status());
+    return ExitCodeOf(response.status());
+  }
+  if (ctx.out.json()) {
+    ctx.out.Json(*response);
+  } else {
+    const std::string& bytes = response->response();
+    std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+    if (bytes.empty() || bytes.back() != '\n') std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+  return kExitOk;
 }
 
 int RunInfo(Context& ctx) {
@@ -600,6 +635,17 @@ const std::vector<CommandSpec>& Commands() {
        0,
        0,
        RunWatch},
+      {"call",
+       "usage: polyplugctl call CONTRACT[@MAJOR] METHOD [--data TEXT|@FILE] [--min-version N]\n\n"
+       "Runs METHOD of the contract's provider inside the host, on an instance made for\n"
+       "this call, and prints the answer (a newline is added when it has none; --json prints\n"
+       "an InvokeResponse, the bytes in base64). --data: the request bytes, or @FILE to read\n"
+       "them from a file. Exit code 1 when the contract is not loaded or not invocable, the\n"
+       "method does not exist, or the bundle's method failed (reason printed).\n",
+       {"data", "min-version"},
+       2,
+       2,
+       RunCall},
       {"info",
        "usage: polyplugctl info\n\nThe host's version, epoch, revision, roots and counters.\n",
        {},
@@ -629,7 +675,7 @@ const std::vector<FlagSpec>& Flags() {
       {"help", false},       {"cascade", false},
       {"min-version", true}, {"bundle", true, true},
       {"from", true},        {"until-terminal", false},
-      {"count", true},
+      {"count", true},       {"data", true},
   };
   return *flags;
 }

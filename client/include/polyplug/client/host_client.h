@@ -97,6 +97,29 @@ class HostClient {
   absl::StatusOr<ServingStatus> CheckHealth(absl::string_view service = "",
                                             const CallOptions& call = {});
 
+  // Remote calls: instances of a contract made in the host and methods run on them. An
+  // instance is destroyed by DestroyInstance, or by a reload or unload of its bundle (then
+  // calls on it fail with FAILED_PRECONDITION, INSTANCE_INVALIDATED_BY_RELOAD). A contract
+  // without the message-style invoke entry is UNIMPLEMENTED (NOT_INVOCABLE).
+  absl::StatusOr<host::v1::InstanceRef> CreateInstance(absl::string_view contract,
+                                                       absl::string_view args = "",
+                                                       uint32_t min_version = 0,
+                                                       const CallOptions& call = {});
+  absl::StatusOr<host::v1::InstanceRef> CreateInstance(const host::v1::ContractHandle& handle,
+                                                       absl::string_view args = "",
+                                                       const CallOptions& call = {});
+  absl::StatusOr<host::v1::InvokeResponse> Invoke(const host::v1::InstanceRef& instance,
+                                                  absl::string_view method,
+                                                  absl::string_view request,
+                                                  const CallOptions& call = {});
+  // Runs `method` on a fresh instance of `contract` ("name@major") made for this call.
+  absl::StatusOr<host::v1::InvokeResponse> InvokeOnce(absl::string_view contract,
+                                                      absl::string_view method,
+                                                      absl::string_view request,
+                                                      uint32_t min_version = 0,
+                                                      const CallOptions& call = {});
+  absl::Status DestroyInstance(const host::v1::InstanceRef& instance, const CallOptions& call = {});
+
   // Starts a subscription at once; it connects (and reconnects) in the background.
   std::unique_ptr<Subscription> Subscribe(PhaseHandlers handlers, SubscribeOptions options = {});
 

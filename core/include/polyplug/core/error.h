@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "polyplug/abi.h"
 
 namespace polyplug::core {
 
@@ -42,6 +43,11 @@ enum class ErrorReason : int {
   kReentrantCall = 25,          // a phase callback tried to start another operation
   kInternal = 26,
   kCursorOutOfRange = 27,  // a stream cursor is older than the journal or from another epoch
+  kInstanceInvalidatedByReload = 28,  // the instance was destroyed by a reload or unload
+  kInstanceNotFound = 29,             // no instance with that id (destroyed, or never made)
+  kNotInvocable = 30,                 // the contract has no message-style invoke entry
+  kMethodNotFound = 31,               // the contract has no method by that name
+  kCallFailed = 32,                   // the bundle's create_instance or method returned an error
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.
@@ -56,6 +62,11 @@ ErrorReason ReasonOf(const absl::Status& status);
 
 // The canonical absl code used for `reason`.
 absl::StatusCode CodeOf(ErrorReason reason);
+
+// "FUNCTION_NOT_AVAILABLE", "BUNDLE_DEFINED", ...: the name of an ABI error code.
+absl::string_view AbiCodeName(PolyplugAbiErrorCode code);
+// "PANIC (3): what the bundle said": an ABI error as text for messages.
+std::string DescribeAbiError(const PolyplugAbiError& error);
 
 }  // namespace polyplug::core
 

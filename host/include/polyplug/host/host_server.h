@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace polyplug::host {
 
@@ -25,6 +26,9 @@ struct HostServerOptions {
   bool insecure_remote = false;  // allow non-loopback TCP without TLS or token
   size_t max_subscribers = 256;
   int max_message_bytes = 4 << 20;
+  size_t call_threads = 4;  // threads running bundles' code for remote calls
+  // How long a reload or unload waits for remote calls in flight on the bundle.
+  absl::Duration drain_timeout = absl::Seconds(10);
 };
 
 // unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock.

@@ -1,8 +1,9 @@
-// OperationWorker: the host's own thread for everything that mutates the runtime.
+// OperationWorker: the host's own threads for work that may block.
 //
-// gRPC callback threads must never block (a dlopen, a bundle's init, a reload), so RPC
-// handlers post the work here and finish their reactor from this thread. One thread is
-// enough: the runtime serializes mutations anyway.
+// gRPC callback threads must never block (a dlopen, a bundle's init, a reload, a bundle's
+// method), so RPC handlers post the work here and finish their reactor from a worker
+// thread. Mutations use one thread (the runtime serializes them anyway); remote calls a
+// small pool.
 #ifndef POLYPLUG_HOST_OPERATION_WORKER_H_
 #define POLYPLUG_HOST_OPERATION_WORKER_H_
 
@@ -11,19 +12,20 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace polyplug::host {
 
 class OperationWorker {
  public:
-  OperationWorker();
+  explicit OperationWorker(size_t threads = 1);
   ~OperationWorker();  // calls Shutdown()
 
-  // Runs `run` on the worker thread. If the worker shuts down first, `cancel` runs
-  // instead (on the shutting-down thread).
+  // Runs `run` on a worker thread, in posting order when there is one thread. If the worker shuts
+  // down first, `cancel` runs instead (on the shutting-down thread).
   void Post(std::function<void()> run, std::function<void()> cancel);
 
-  // Lets the operation in progress finish, cancels the queued ones, joins. Idempotent.
+  // Lets the operations in progress finish, cancels the queued ones, joins. Idempotent.
   void Shutdown();
 
  private:
@@ -37,7 +39,7 @@ class OperationWorker {
   std::condition_variable cv_;
   std::deque<Task> tasks_;
   bool stopping_ = false;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace polyplug::host

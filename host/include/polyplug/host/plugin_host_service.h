@@ -1,7 +1,8 @@
 // PluginHostService: polyplug.host.v1.PluginHost over a core::Runtime (callback API).
 //
 // Lookups and listings answer on the gRPC thread (they never wait for a reload);
-// Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there.
+// Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there;
+// CreateInstance, Invoke and DestroyInstance run the bundle's code on the call pool.
 #ifndef POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
 #define POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
 
@@ -15,6 +16,7 @@
 #include "polyplug/core/runtime.h"
 #include "polyplug/host/operation_worker.h"
 #include "polyplug/host/phase_stream.h"
+#include "polyplug/host/remote_instances.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
 namespace polyplug::host {
@@ -31,7 +33,9 @@ struct PluginHostServiceOptions {
 
 class PluginHostService final : public v1::PluginHost::CallbackService {
  public:
+  // `worker` runs mutations; `calls` runs the bundles' code for remote calls.
   PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
+                    RemoteInstances& instances, OperationWorker& calls,
                     PluginHostServiceOptions options);
 
   // What GetHostInfo reports as listen_addresses (known only once the server listens).
@@ -65,6 +69,15 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* SubscribeReloadPhases(
       grpc::CallbackServerContext* context,
       const v1::SubscribeReloadPhasesRequest* request) override;
+  grpc::ServerUnaryReactor* CreateInstance(grpc::CallbackServerContext* context,
+                                           const v1::CreateInstanceRequest* request,
+                                           v1::InstanceRef* response) override;
+  grpc::ServerUnaryReactor* Invoke(grpc::CallbackServerContext* context,
+                                   const v1::InvokeRequest* request,
+                                   v1::InvokeResponse* response) override;
+  grpc::ServerUnaryReactor* DestroyInstance(grpc::CallbackServerContext* context,
+                                            const v1::DestroyInstanceRequest* request,
+                                            v1::DestroyInstanceResponse* response) override;
 
  private:
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
@@ -73,10 +86,21 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   bool Reject(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
               const absl::Status& status);
   std::vector<core::PhaseEvent> EventsAfter(uint64_t seq) const;
+  // The provider a FindContractRequest names, or CONTRACT_NOT_FOUND / INVALID_ARGUMENT.
+  absl::StatusOr<core::ContractHandle> LookUp(const v1::FindContractRequest& request) const;
+  // A handle a client sent back; STALE_HANDLE when it is from another host epoch.
+  absl::StatusOr<core::ContractHandle> HandleOf(const v1::ContractHandle& handle) const;
+  // The target of CreateInstance or a one-shot Invoke: a handle, or a contract to look up.
+  absl::StatusOr<core::ContractHandle> TargetOf(const v1::ContractHandle* handle,
+                                                const std::string* contract,
+                                                uint32_t min_version) const;
+  void FillInstanceRef(uint64_t id, core::ContractHandle handle, v1::InstanceRef* out) const;
 
   core::Runtime& runtime_;
   PhaseHub& hub_;
   OperationWorker& worker_;
+  RemoteInstances& instances_;
+  OperationWorker& calls_;
   const PluginHostServiceOptions options_;
   mutable std::mutex listen_mu_;
   std::vector<std::string> listen_addresses_;

@@ -1,0 +1,103 @@
+// RemoteInstances: contract instances made and called by clients in other processes.
+//
+// Instances are counted by the runtime like in-process ones (Runtime::CreateInstance). The
+// reload flow's rule "the host destroys all instances at PREPARING" is kept by OnPhase():
+// at PREPARING or UNLOADING of a bundle it refuses new calls on that bundle's instances,
+// waits for the calls in flight on the bundle (up to drain_timeout), destroys its
+// instances, and remembers them, so a later call gets INSTANCE_INVALIDATED_BY_RELOAD
+// rather than INSTANCE_NOT_FOUND. Thread-safe. Calls run on the calling thread with the
+// registry pinned, so the code they run stays mapped until they return.
+#ifndef POLYPLUG_HOST_REMOTE_INSTANCES_H_
+#define POLYPLUG_HOST_REMOTE_INSTANCES_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "polyplug/core/runtime.h"
+
+namespace polyplug::host {
+
+struct RemoteInstancesOptions {
+  // How long a reload or unload waits for calls in flight on the bundle before it
+  // destroys the bundle's instances anyway (each instance with a call still running is
+  // destroyed when that call returns; native code cannot be interrupted).
+  absl::Duration drain_timeout = absl::Seconds(10);
+  // Instances alive at once; more is RESOURCE_EXHAUSTED.
+  size_t max_instances = 65536;
+  // Invalidated instance ids remembered for their clear error.
+  size_t remembered_invalidations = 4096;
+};
+
+class RemoteInstances {
+ public:
+  RemoteInstances(core::Runtime& runtime, RemoteInstancesOptions options);
+  // Destroys the instances still alive. The runtime must outlive this.
+  ~RemoteInstances();
+  RemoteInstances(const RemoteInstances&) = delete;
+  RemoteInstances& operator=(const RemoteInstances&) = delete;
+
+  // Makes an instance of the provider behind `handle` with `args`; returns its id.
+  // NOT_INVOCABLE for a contract without the message-style entry.
+  absl::StatusOr<uint64_t> Create(core::ContractHandle handle, absl::string_view args);
+  // Runs `method` on instance `id`.
+  absl::StatusOr<std::string> Invoke(uint64_t id, absl::string_view method,
+                                     absl::string_view request);
+  // Runs `method` on a fresh instance of `handle` made with no args, destroyed afterwards.
+  absl::StatusOr<std::string> InvokeOnce(core::ContractHandle handle, absl::string_view method,
+                                         absl::string_view request);
+  // Destroys instance `id` (OK for one that a reload already destroyed).
+  absl::Status Destroy(uint64_t id);
+  // The handle instance `id` was made from.
+  absl::StatusOr<core::ContractHandle> HandleOf(uint64_t id) const;
+
+  // To be called from the runtime's phase callback (the mutating thread, before the swap).
+  void OnPhase(const core::PhaseEvent& event);
+
+  size_t size() const;
+
+ private:
+  struct Record {
+    core::ContractHandle handle;
+    uint64_t bundle_id = 0;
+    std::string label;  // "test.counter@1 from bundle counter"
+    const PolyplugGuestContractInterface* iface = nullptr;
+    PolyplugGuestContractInstance instance{};
+    int calls = 0;  // in flight
+  };
+
+  // Resolves `handle` (under the caller's pin) and describes its provider.
+  absl::StatusOr<const PolyplugGuestContractInterface*> Resolve(core::ContractHandle handle,
+                                                                core::ContractEntry* entry) const;
+  absl::StatusOr<std::string> Call(const PolyplugGuestContractInterface& iface,
+                                   PolyplugGuestContractInstance instance, absl::string_view label,
+                                   absl::string_view method, absl::string_view request) const;
+  absl::Status Invalidated(uint64_t id) const;  // mu_ held
+  void RememberLocked(uint64_t id, std::string why);
+  void EndCallLocked(uint64_t bundle_id);
+
+  core::Runtime& runtime_;
+  const RemoteInstancesOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable calls_done_;
+  uint64_t next_id_ = 1;                                    // guarded by mu_
+  absl::flat_hash_map<uint64_t, Record> live_;              // guarded by mu_
+  absl::flat_hash_map<uint64_t, Record> dying_;             // guarded by mu_; calls still running
+  absl::flat_hash_map<uint64_t, std::string> invalidated_;  // guarded by mu_; id -> why
+  std::deque<uint64_t> invalidated_order_;                  // guarded by mu_
+  absl::flat_hash_map<uint64_t, int> calls_by_bundle_;      // guarded by mu_
+  // Bundles between PREPARING/UNLOADING and their end: no instances are made of them.
+  absl::flat_hash_map<uint64_t, std::string> closed_bundles_;  // guarded by mu_; id -> why
+};
+
+}  // namespace polyplug::host
+
+#endif  // POLYPLUG_HOST_REMOTE_INSTANCES_H_
