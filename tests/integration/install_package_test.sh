@@ -29,13 +29,13 @@ cmake -S "$source/examples/client_app" -B "$scratch/app" -G Ninja \
 cmake --build "$scratch/app" >/dev/null
 app="$scratch/app/polyplug-host-demo"
 test -x "$app" || { echo "FAIL: no polyplug-host-demo built against the installed client"; exit 1; }
-mkdir -p "$scratch/root"
-cp -r "$build/examples/bundles/greeter_v1" "$scratch/root/greeter"
-"$build/host/polyplug-host" --listen "unix:$scratch/host.sock" --bundles "$scratch/root" \
+mkdir -p "$scratch/bundles"
+cp -r "$build/examples/bundles/greeter_v1" "$scratch/bundles/greeter"
+"$build/host/polyplug-host" --listen "unix:$scratch/host.sock" --bundles "$scratch/bundles" \
   --state-dir "$scratch/state" 2>"$scratch/host.log" &
 host_pid=$!
 trap 'kill -TERM "$host_pid" 2>/dev/null; wait "$host_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
-if ! "$app" "unix:$scratch/host.sock" "$scratch/root/greeter" "$build/examples/bundles/greeter_v2" \
+if ! "$app" "unix:$scratch/host.sock" "$scratch/bundles/greeter" "$build/examples/bundles/greeter_v2" \
   >"$scratch/app.log" 2>&1; then
   echo "FAIL: the installed-client demo did not do what it describes:"; cat "$scratch/app.log"
   echo "--- host log"; cat "$scratch/host.log"; exit 1
