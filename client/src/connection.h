@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "polyplug/client/host_client.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
@@ -37,6 +38,22 @@ struct Connection {
   absl::Status ToStatus(const grpc::Status& status, const grpc::ClientContext& context,
                         absl::Duration timeout) const;
 };
+
+// One unary call on `connection`'s stub: the reply, or the mapped error.
+template <typename Response, typename Request, typename Method>
+absl::StatusOr<Response> CallUnary(const Connection& connection, Method method,
+                                   const Request& request, const CallOptions& call) {
+  grpc::ClientContext context;
+  connection.PrepareCall(context, call);
+  Response response;
+  grpc::Status status = ((*connection.stub).*method)(&context, request, &response);
+  if (!status.ok()) {
+    return connection.ToStatus(
+        status, context,
+        call.timeout > absl::ZeroDuration() ? call.timeout : connection.options.call_timeout);
+  }
+  return response;
+}
 
 }  // namespace polyplug::client::internal
 

@@ -130,16 +130,7 @@ class HostClient::Impl {
   // Calls `method` on the stub with a prepared context; the reply or the mapped error.
   template <typename Response, typename Request, typename Method>
   absl::StatusOr<Response> Call(Method method, const Request& request, const CallOptions& call) {
-    grpc::ClientContext context;
-    connection_->PrepareCall(context, call);
-    Response response;
-    grpc::Status status = ((*connection_->stub).*method)(&context, request, &response);
-    if (!status.ok()) {
-      return connection_->ToStatus(
-          status, context,
-          call.timeout > absl::ZeroDuration() ? call.timeout : connection_->options.call_timeout);
-    }
-    return response;
+    return internal::CallUnary<Response>(*connection_, method, request, call);
   }
 
   std::shared_ptr<internal::ContractTracking> tracking() {
@@ -231,6 +222,10 @@ absl::StatusOr<std::unique_ptr<HostClient>> HostClient::Connect(absl::string_vie
 
 HostClient::HostClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HostClient::~HostClient() = default;
+
+std::shared_ptr<const internal::Connection> HostClient::connection() const {
+  return impl_->shared_connection();
+}
 
 const std::string& HostClient::target() const { return impl_->connection().target; }
 

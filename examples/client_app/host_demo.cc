@@ -129,6 +129,18 @@ int main(int argc, char** argv) {
                          });
   std::printf("tracking example.greeter@1: %s\n", Describe(greeter->Current()).c_str());
 
+  // A remote instance of the greeter that survives its reloads: its answers change with them.
+  auto greeting = host.MakeLiveInstance("example.greeter@1");
+  auto greet = [&] {
+    auto answer = greeting->Invoke("greet", "demo");
+    std::lock_guard<std::mutex> lock(print_mu);
+    std::printf("  greet(\"demo\") -> %s\n", answer.ok()
+                                                 ? answer->response().c_str()
+                                                 : std::string(answer.status().message()).c_str());
+    return answer.ok() ? answer->response() : std::string();
+  };
+  const std::string before = greet();
+
   std::printf("\nrebuild greeter (copy the v2 build over v1) and reload it\n");
   for (const auto& entry : fs::directory_iterator(v2)) {
     fs::copy_file(entry.path(), bundle / entry.path().filename(),
@@ -143,6 +155,7 @@ int main(int argc, char** argv) {
   std::printf("Reload greeter: %s (reload %llu, %d events)\n",
               v1::ReloadOutcome_Name(reloaded->outcome()).c_str(),
               static_cast<unsigned long long>(reloaded->reload_id()), reloaded->events_size());
+  const std::string after = greet();
 
   std::printf("\nbreak the artifact (a half-written build) and reload again\n");
   std::ofstream(bundle / "libgreeter.so", std::ios::trunc) << "half-written";
@@ -155,7 +168,9 @@ int main(int argc, char** argv) {
   std::printf("Reload greeter: %s [%s] %s\n", v1::ReloadOutcome_Name(broken->outcome()).c_str(),
               client::ReasonToken(broken->reason()).c_str(), broken->message().c_str());
   std::printf("example.greeter@1 is still %s\n", Describe(greeter->Current()).c_str());
-  const bool as_described = reloaded->outcome() == v1::RELOAD_OUTCOME_RELOADED &&
+  const std::string still = greet();
+  const bool as_described = before != after && after == still && !after.empty() &&
+                            reloaded->outcome() == v1::RELOAD_OUTCOME_RELOADED &&
                             broken->outcome() == v1::RELOAD_OUTCOME_FAILED &&
                             greeter->Current().ok() &&
                             greeter->Current()->provider_version().major() == 2;

@@ -429,7 +429,8 @@ grpc::ServerUnaryReactor* PluginHostService::CreateInstance(
   calls_.Post(
       [this, context, request, response, reactor, handle = *handle] {
         if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
-        absl::StatusOr<uint64_t> id = instances_.Create(handle, request->args());
+        absl::StatusOr<uint64_t> id =
+            instances_.Create(handle, request->args(), absl::FromChrono(context->deadline()));
         if (Reject(context, reactor, id.status())) return;
         FillInstanceRef(*id, handle, response);
         reactor->Finish(grpc::Status::OK);
@@ -474,7 +475,8 @@ grpc::ServerUnaryReactor* PluginHostService::Invoke(grpc::CallbackServerContext*
         if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
         absl::StatusOr<std::string> result =
             instance ? instances_.Invoke(*instance, request->method(), request->request())
-                     : instances_.InvokeOnce(handle, request->method(), request->request());
+                     : instances_.InvokeOnce(handle, request->method(), request->request(),
+                                             absl::FromChrono(context->deadline()));
         if (Reject(context, reactor, result.status())) return;
         *response->mutable_response() = *std::move(result);
         if (auto entry = runtime_.registry().Describe(handle); entry.ok()) {

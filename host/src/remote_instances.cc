@@ -1,5 +1,7 @@
 #include "polyplug/host/remote_instances.h"
 
+#include <algorithm>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -23,14 +25,6 @@ RemoteInstances::~RemoteInstances() {
   }
   auto guard = runtime_.Pin();
   for (auto& [id, record] : live) runtime_.DestroyInstance(*record.iface, record.instance);
-}
-
-absl::StatusOr<const PolyplugGuestContractInterface*> RemoteInstances::Resolve(
-    core::ContractHandle handle, core::ContractEntry* entry) const {
-  absl::StatusOr<core::ContractEntry> described = runtime_.registry().Describe(handle);
-  if (!described.ok()) return described.status();
-  *entry = *std::move(described);
-  return runtime_.Resolve(handle);
 }
 
 absl::StatusOr<std::string> RemoteInstances::Call(const PolyplugGuestContractInterface& iface,
@@ -72,53 +66,76 @@ std::string LabelOf(const core::ContractEntry& entry, const std::string& bundle_
 
 }  // namespace
 
-absl::StatusOr<uint64_t> RemoteInstances::Create(core::ContractHandle handle,
-                                                 absl::string_view args) {
-  auto guard = runtime_.Pin();
-  core::ContractEntry entry;
-  absl::StatusOr<const PolyplugGuestContractInterface*> iface = Resolve(handle, &entry);
-  if (!iface.ok()) return iface.status();
-  std::string bundle_name;
-  for (const core::BundleInfo& b : runtime_.ListBundles()) {
-    if (b.id == entry.bundle_id) bundle_name = b.name;
-  }
-  const std::string label = LabelOf(entry, bundle_name);
-  if ((*iface)->invoke == nullptr) {
-    return MakeError(ErrorReason::kNotInvocable,
-                     absl::StrCat(label,
-                                  " has no message-style invoke entry, so its instances cannot "
-                                  "be called remotely"));
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto closed = closed_bundles_.find(entry.bundle_id); closed != closed_bundles_.end()) {
+absl::Status RemoteInstances::BeginBundleCall(uint64_t bundle, absl::string_view label,
+                                              absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  // A reload ends soon: wait for it, then the call runs on the new version. (No pin is
+  // held here, or the reload's swap would wait for us while we wait for it.)
+  while (true) {
+    auto closed = closed_bundles_.find(bundle);
+    if (closed == closed_bundles_.end()) break;
+    if (!closed->second.reloading) {
       return MakeError(ErrorReason::kInstanceInvalidatedByReload,
-                       absl::StrCat("cannot make an instance of ", label, ": ", closed->second,
-                                    "; make it again once the bundle's reload ended"));
+                       absl::StrCat("cannot use ", label, ": ", closed->second.why));
     }
-    if (live_.size() >= options_.max_instances) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("too many remote instances (", live_.size(), "); destroy some first"));
+    // Bounded even for a call without a deadline: a reload does not take an hour.
+    const absl::Time until = std::min(deadline, absl::Now() + absl::Hours(1));
+    if (changed_.wait_until(lock, absl::ToChronoTime(until)) == std::cv_status::timeout &&
+        closed_bundles_.contains(bundle)) {
+      return MakeError(ErrorReason::kInstanceInvalidatedByReload,
+                       absl::StrCat("cannot use ", label, ": ", closed_bundles_.at(bundle).why,
+                                    " and did not end before the call's deadline"));
     }
-    ++calls_by_bundle_[entry.bundle_id];
   }
-  absl::StatusOr<PolyplugGuestContractInstance> instance = runtime_.CreateInstance(
-      **iface, PolyplugBytesView{reinterpret_cast<const uint8_t*>(args.data()), args.size()});
-  std::lock_guard<std::mutex> lock(mu_);
-  EndCallLocked(entry.bundle_id);
-  if (!instance.ok()) return instance.status();
-  if (auto closed = closed_bundles_.find(entry.bundle_id); closed != closed_bundles_.end()) {
-    // A reload began while create_instance ran and did not see this instance: it must not
-    // outlive the code that made it.
-    std::string why = closed->second;
-    runtime_.DestroyInstance(**iface, *instance);
-    return MakeError(
-        ErrorReason::kInstanceInvalidatedByReload,
-        absl::StrCat("the instance of ", label, " was destroyed as it was made: ", why));
+  ++calls_by_bundle_[bundle];
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> RemoteInstances::Create(core::ContractHandle handle,
+                                                 absl::string_view args, absl::Time deadline) {
+  while (true) {
+    absl::StatusOr<core::ContractEntry> entry = runtime_.registry().Describe(handle);
+    if (!entry.ok()) return entry.status();
+    std::string bundle_name;
+    for (const core::BundleInfo& b : runtime_.ListBundles()) {
+      if (b.id == entry->bundle_id) bundle_name = b.name;
+    }
+    const std::string label = LabelOf(*entry, bundle_name);
+    if (!entry->has_invoke) {
+      return MakeError(ErrorReason::kNotInvocable,
+                       absl::StrCat(label,
+                                    " has no message-style invoke entry, so its instances "
+                                    "cannot be called remotely"));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (live_.size() >= options_.max_instances) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("too many remote instances (", live_.size(), "); destroy some first"));
+      }
+    }
+    if (absl::Status s = BeginBundleCall(entry->bundle_id, label, deadline); !s.ok()) return s;
+    auto guard = runtime_.Pin();
+    absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime_.Resolve(handle);
+    absl::StatusOr<PolyplugGuestContractInstance> instance =
+        iface.ok() ? runtime_.CreateInstance(
+                         **iface, PolyplugBytesView{reinterpret_cast<const uint8_t*>(args.data()),
+                                                    args.size()})
+                   : absl::StatusOr<PolyplugGuestContractInstance>(iface.status());
+    std::unique_lock<std::mutex> lock(mu_);
+    EndCallLocked(entry->bundle_id);
+    if (!instance.ok()) return instance.status();
+    if (ClosedLocked(entry->bundle_id)) {
+      // A reload began while create_instance ran and did not see this instance: it must
+      // not outlive the code that made it. Make it again once the reload ended.
+      lock.unlock();
+      runtime_.DestroyInstance(**iface, *instance);
+      continue;
+    }
+    const uint64_t id = next_id_++;
+    live_.emplace(id, Record{handle, entry->bundle_id, label, *iface, *instance, 0});
+    return id;
   }
-  const uint64_t id = next_id_++;
-  live_.emplace(id, Record{handle, entry.bundle_id, label, *iface, *instance, 0});
-  return id;
 }
 
 absl::Status RemoteInstances::Invalidated(uint64_t id) const {
@@ -144,7 +161,7 @@ void RemoteInstances::EndCallLocked(uint64_t bundle_id) {
   if (auto it = calls_by_bundle_.find(bundle_id); it != calls_by_bundle_.end()) {
     if (--it->second == 0) calls_by_bundle_.erase(it);
   }
-  calls_done_.notify_all();
+  changed_.notify_all();
 }
 
 absl::StatusOr<std::string> RemoteInstances::Invoke(uint64_t id, absl::string_view method,
@@ -181,35 +198,33 @@ absl::StatusOr<std::string> RemoteInstances::Invoke(uint64_t id, absl::string_vi
 
 absl::StatusOr<std::string> RemoteInstances::InvokeOnce(core::ContractHandle handle,
                                                         absl::string_view method,
-                                                        absl::string_view request) {
-  auto guard = runtime_.Pin();
-  core::ContractEntry entry;
-  absl::StatusOr<const PolyplugGuestContractInterface*> iface = Resolve(handle, &entry);
-  if (!iface.ok()) return iface.status();
-  const std::string label = LabelOf(entry, "");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto closed = closed_bundles_.find(entry.bundle_id); closed != closed_bundles_.end()) {
-      return MakeError(ErrorReason::kInstanceInvalidatedByReload,
-                       absl::StrCat("cannot call ", label, ": ", closed->second));
-    }
-    ++calls_by_bundle_[entry.bundle_id];
-  }
+                                                        absl::string_view request,
+                                                        absl::Time deadline) {
+  absl::StatusOr<core::ContractEntry> entry = runtime_.registry().Describe(handle);
+  if (!entry.ok()) return entry.status();
+  const std::string label = LabelOf(*entry, "");
+  if (absl::Status s = BeginBundleCall(entry->bundle_id, label, deadline); !s.ok()) return s;
   absl::StatusOr<std::string> result;
-  if ((*iface)->invoke == nullptr) {
-    result = Call(**iface, PolyplugGuestContractInstance{}, label, method, request);
-  } else {
-    absl::StatusOr<PolyplugGuestContractInstance> instance =
-        runtime_.CreateInstance(**iface, PolyplugBytesView{nullptr, 0});
-    if (!instance.ok()) {
-      result = instance.status();
+  {
+    auto guard = runtime_.Pin();
+    absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime_.Resolve(handle);
+    if (!iface.ok()) {
+      result = iface.status();
+    } else if ((*iface)->invoke == nullptr) {
+      result = Call(**iface, PolyplugGuestContractInstance{}, label, method, request);
     } else {
-      result = Call(**iface, *instance, label, method, request);
-      runtime_.DestroyInstance(**iface, *instance);
+      absl::StatusOr<PolyplugGuestContractInstance> instance =
+          runtime_.CreateInstance(**iface, PolyplugBytesView{nullptr, 0});
+      if (!instance.ok()) {
+        result = instance.status();
+      } else {
+        result = Call(**iface, *instance, label, method, request);
+        runtime_.DestroyInstance(**iface, *instance);
+      }
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
-  EndCallLocked(entry.bundle_id);
+  EndCallLocked(entry->bundle_id);
   return result;
 }
 
@@ -252,7 +267,7 @@ void RemoteInstances::OnPhase(const core::PhaseEvent& event) {
       break;
     default: {
       std::lock_guard<std::mutex> lock(mu_);
-      closed_bundles_.erase(bundle);
+      if (closed_bundles_.erase(bundle) > 0) changed_.notify_all();
       return;
     }
   }
@@ -263,7 +278,7 @@ void RemoteInstances::OnPhase(const core::PhaseEvent& event) {
   std::vector<Record> doomed;
   {
     std::unique_lock<std::mutex> lock(mu_);
-    closed_bundles_[bundle] = why;
+    closed_bundles_[bundle] = Closed{why, event.phase == core::Phase::kPreparing};
     for (auto it = live_.begin(); it != live_.end();) {
       auto current = it++;
       Record& record = current->second;
@@ -281,8 +296,8 @@ void RemoteInstances::OnPhase(const core::PhaseEvent& event) {
     // Calls in flight on the bundle (on its instances, one-shot calls, creations) finish
     // first, within the drain timeout; a call still running after it destroys its
     // instance itself when it returns.
-    calls_done_.wait_for(lock, absl::ToChronoNanoseconds(options_.drain_timeout),
-                         [&] { return !calls_by_bundle_.contains(bundle); });
+    changed_.wait_for(lock, absl::ToChronoNanoseconds(options_.drain_timeout),
+                      [&] { return !calls_by_bundle_.contains(bundle); });
   }
   auto guard = runtime_.Pin();
   for (Record& record : doomed) runtime_.DestroyInstance(*record.iface, record.instance);

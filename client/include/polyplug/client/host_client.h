@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "polyplug/client/live_instance.h"
 #include "polyplug/client/phase_event.h"
 #include "polyplug/client/subscription.h"
 #include "polyplug/client/tracked_contract.h"
@@ -131,11 +132,18 @@ class HostClient {
   std::unique_ptr<TrackedContract> TrackContract(absl::string_view contract, uint32_t min_version,
                                                  RefreshCallback on_refreshed = nullptr);
 
+  // A remote instance of `contract` ("name@major", provider major >= `min_version`) made
+  // with `args` when first called, and made again after every reload; see LiveInstance.
+  std::unique_ptr<LiveInstance> MakeLiveInstance(absl::string_view contract,
+                                                 uint32_t min_version = 0,
+                                                 absl::string_view args = "");
+
   const std::string& target() const;
 
  private:
   class Impl;
   explicit HostClient(std::unique_ptr<Impl> impl);
+  std::shared_ptr<const internal::Connection> connection() const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -45,14 +45,18 @@ class RemoteInstances {
   RemoteInstances& operator=(const RemoteInstances&) = delete;
 
   // Makes an instance of the provider behind `handle` with `args`; returns its id.
-  // NOT_INVOCABLE for a contract without the message-style entry.
-  absl::StatusOr<uint64_t> Create(core::ContractHandle handle, absl::string_view args);
+  // NOT_INVOCABLE for a contract without the message-style entry. While the bundle is
+  // reloading it waits (until `deadline`) and then makes the instance of the new version.
+  absl::StatusOr<uint64_t> Create(core::ContractHandle handle, absl::string_view args,
+                                  absl::Time deadline = absl::InfiniteFuture());
   // Runs `method` on instance `id`.
   absl::StatusOr<std::string> Invoke(uint64_t id, absl::string_view method,
                                      absl::string_view request);
-  // Runs `method` on a fresh instance of `handle` made with no args, destroyed afterwards.
+  // Runs `method` on a fresh instance of `handle` made with no args, destroyed afterwards;
+  // waits out a reload of the bundle like Create().
   absl::StatusOr<std::string> InvokeOnce(core::ContractHandle handle, absl::string_view method,
-                                         absl::string_view request);
+                                         absl::string_view request,
+                                         absl::Time deadline = absl::InfiniteFuture());
   // Destroys instance `id` (OK for one that a reload already destroyed).
   absl::Status Destroy(uint64_t id);
   // The handle instance `id` was made from.
@@ -73,13 +77,15 @@ class RemoteInstances {
     int calls = 0;  // in flight
   };
 
-  // Resolves `handle` (under the caller's pin) and describes its provider.
-  absl::StatusOr<const PolyplugGuestContractInterface*> Resolve(core::ContractHandle handle,
-                                                                core::ContractEntry* entry) const;
   absl::StatusOr<std::string> Call(const PolyplugGuestContractInterface& iface,
                                    PolyplugGuestContractInstance instance, absl::string_view label,
                                    absl::string_view method, absl::string_view request) const;
   absl::Status Invalidated(uint64_t id) const;  // mu_ held
+  // Waits until `bundle` is not reloading, then counts a call on it. An error when it is
+  // unloading, or still reloading at `deadline`.
+  absl::Status BeginBundleCall(uint64_t bundle, absl::string_view label, absl::Time deadline);
+  // Whether a reload of `bundle` began since BeginBundleCall (mu_ held).
+  bool ClosedLocked(uint64_t bundle) const { return closed_bundles_.contains(bundle); }
   void RememberLocked(uint64_t id, std::string why);
   void EndCallLocked(uint64_t bundle_id);
 
@@ -87,15 +93,19 @@ class RemoteInstances {
   const RemoteInstancesOptions options_;
 
   mutable std::mutex mu_;
-  std::condition_variable calls_done_;
-  uint64_t next_id_ = 1;                                    // guarded by mu_
-  absl::flat_hash_map<uint64_t, Record> live_;              // guarded by mu_
-  absl::flat_hash_map<uint64_t, Record> dying_;             // guarded by mu_; calls still running
+  std::condition_variable changed_;              // a call ended, or a bundle's reload ended
+  uint64_t next_id_ = 1;                         // guarded by mu_
+  absl::flat_hash_map<uint64_t, Record> live_;   // guarded by mu_
+  absl::flat_hash_map<uint64_t, Record> dying_;  // guarded by mu_; calls still running
   absl::flat_hash_map<uint64_t, std::string> invalidated_;  // guarded by mu_; id -> why
   std::deque<uint64_t> invalidated_order_;                  // guarded by mu_
   absl::flat_hash_map<uint64_t, int> calls_by_bundle_;      // guarded by mu_
-  // Bundles between PREPARING/UNLOADING and their end: no instances are made of them.
-  absl::flat_hash_map<uint64_t, std::string> closed_bundles_;  // guarded by mu_; id -> why
+  // Bundles between PREPARING (or UNLOADING) and their end: no instances are made of them.
+  struct Closed {
+    std::string why;
+    bool reloading = false;  // false: unloading
+  };
+  absl::flat_hash_map<uint64_t, Closed> closed_bundles_;  // guarded by mu_
 };
 
 }  // namespace polyplug::host
