@@ -13,6 +13,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "polyplug/client/host_client.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
+#include "src/session.h"
 
 namespace polyplug::client::internal {
 
@@ -28,6 +29,8 @@ struct Connection {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<host::v1::PluginHost::Stub> stub;
   std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  // The lease of the instances made through this connection; last, so it ends first.
+  std::unique_ptr<Session> session;
 
   // Adds the credentials and the call's deadline.
   void PrepareCall(grpc::ClientContext& context, const CallOptions& call) const;

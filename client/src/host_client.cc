@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<HostClient>> HostClient::Connect(absl::string_vie
   }
   connection->stub = v1::PluginHost::NewStub(connection->channel);
   connection->health = grpc::health::v1::Health::NewStub(connection->channel);
+  connection->session = std::make_unique<internal::Session>(*connection);
   return std::unique_ptr<HostClient>(new HostClient(std::make_unique<Impl>(std::move(connection))));
 }
 
@@ -318,7 +319,7 @@ absl::StatusOr<v1::InstanceRef> HostClient::CreateInstance(absl::string_view con
   request.set_contract(std::string(contract));
   request.set_min_version(min_version);
   request.set_args(std::string(args));
-  return impl_->Call<v1::InstanceRef>(&v1::PluginHost::Stub::CreateInstance, request, call);
+  return internal::CreateLeasedInstance(impl_->connection(), std::move(request), call);
 }
 
 absl::StatusOr<v1::InstanceRef> HostClient::CreateInstance(const v1::ContractHandle& handle,
@@ -327,7 +328,7 @@ absl::StatusOr<v1::InstanceRef> HostClient::CreateInstance(const v1::ContractHan
   v1::CreateInstanceRequest request;
   *request.mutable_handle() = handle;
   request.set_args(std::string(args));
-  return impl_->Call<v1::InstanceRef>(&v1::PluginHost::Stub::CreateInstance, request, call);
+  return internal::CreateLeasedInstance(impl_->connection(), std::move(request), call);
 }
 
 absl::StatusOr<v1::InvokeResponse> HostClient::Invoke(const v1::InstanceRef& instance,

@@ -32,8 +32,8 @@ struct LiveInstance::State {
     request.set_contract(contract);
     request.set_min_version(min_version);
     request.set_args(args);
-    absl::StatusOr<v1::InstanceRef> made_now = internal::CallUnary<v1::InstanceRef>(
-        *connection, &v1::PluginHost::Stub::CreateInstance, request, call);
+    absl::StatusOr<v1::InstanceRef> made_now =
+        internal::CreateLeasedInstance(*connection, std::move(request), call);
     if (!made_now.ok()) return made_now.status();
     current = *made_now;
     ++made;
@@ -121,10 +121,12 @@ absl::StatusOr<v1::InvokeResponse> LiveInstance::Invoke(absl::string_view method
     if (response.ok() || attempt == kMaxRetries) return response;
     const v1::FailureReason reason = FailureReasonOf(response.status());
     if (reason != v1::FAILURE_REASON_INSTANCE_INVALIDATED_BY_RELOAD &&
-        reason != v1::FAILURE_REASON_INSTANCE_NOT_FOUND) {
+        reason != v1::FAILURE_REASON_INSTANCE_NOT_FOUND &&
+        reason != v1::FAILURE_REASON_LEASE_EXPIRED) {
       return response;
     }
-    // A reload (or a host restart) took the instance: make it again.
+    // A reload, a host restart or a broken connection (which ended the session) took the
+    // instance: make it again.
     state_->Drop(instance->instance_id());
   }
 }

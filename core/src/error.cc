@@ -53,6 +53,7 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kNotInvocable, "NOT_INVOCABLE", absl::StatusCode::kUnimplemented},
     {ErrorReason::kMethodNotFound, "METHOD_NOT_FOUND", absl::StatusCode::kUnimplemented},
     {ErrorReason::kCallFailed, "CALL_FAILED", absl::StatusCode::kAborted},
+    {ErrorReason::kLeaseExpired, "LEASE_EXPIRED", absl::StatusCode::kFailedPrecondition},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

@@ -14,6 +14,7 @@ struct Registry::Record {
   std::string plugin_name;
   Version version;
   PolyplugGuestContractInterface iface{};
+  std::shared_ptr<const void> code;
 };
 
 // Immutable snapshot read by lookups. It shares the records, so a record stays alive
@@ -74,15 +75,13 @@ absl::StatusOr<ContractHandle> Registry::FindInBundle(uint64_t bundle_id, uint64
                    FormatContractId(contract_id), " with major version >= ", min_major));
 }
 
-absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
-    ContractHandle handle) const {
-  auto guard = epoch_.Enter();
-  const View* view = view_.load(std::memory_order_acquire);
-  if (handle.index >= view->slots.size()) {
+absl::StatusOr<const std::shared_ptr<const Registry::Record>*> Registry::RecordOf(
+    const View& view, ContractHandle handle) {
+  if (handle.index >= view.slots.size()) {
     return MakeError(ErrorReason::kInvalidHandle,
                      absl::StrCat("handle index ", handle.index, " is out of range"));
   }
-  const View::SlotView& slot = view->slots[handle.index];
+  const View::SlotView& slot = view.slots[handle.index];
   if (slot.generation != handle.generation) {
     return MakeError(ErrorReason::kStaleHandle,
                      absl::StrCat("handle {index ", handle.index, ", generation ",
@@ -93,7 +92,24 @@ absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
     return MakeError(ErrorReason::kInvalidHandle,
                      absl::StrCat("handle index ", handle.index, " names an empty slot"));
   }
-  return &slot.record->iface;
+  return &slot.record;
+}
+
+absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
+    ContractHandle handle) const {
+  auto guard = epoch_.Enter();
+  auto record = RecordOf(*view_.load(std::memory_order_acquire), handle);
+  if (!record.ok()) return record.status();
+  return &(**record)->iface;
+}
+
+absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> Registry::Retain(
+    ContractHandle handle) const {
+  auto guard = epoch_.Enter();
+  auto record = RecordOf(*view_.load(std::memory_order_acquire), handle);
+  if (!record.ok()) return record.status();
+  // Shares ownership of the record, which holds both the interface and the code.
+  return std::shared_ptr<const PolyplugGuestContractInterface>(**record, &(**record)->iface);
 }
 
 absl::StatusOr<ContractEntry> Registry::Describe(ContractHandle handle) const {
@@ -162,6 +178,7 @@ std::shared_ptr<const Registry::Record> Registry::MakeRecord(uint64_t bundle_id,
   record->plugin_name = std::move(reg.plugin_name);
   record->version = reg.version;
   record->iface = reg.iface;
+  record->code = std::move(reg.code);
   return record;
 }
 

@@ -66,7 +66,7 @@ class Runtime::Impl {
   struct LoadedBundle {
     Manifest manifest;
     fs::path artifact;
-    std::unique_ptr<NativeLibrary> library;
+    std::shared_ptr<NativeLibrary> library;  // shared with its registry records
     std::vector<uint64_t> declared;
     uint64_t reload_count = 0;
   };
@@ -214,7 +214,7 @@ class Runtime::Impl {
   // Opens the artifact, runs polyplug_init inside the enforcement window and checks what
   // it registered against the manifest. Nothing is published; on failure the library is
   // closed again.
-  absl::StatusOr<std::pair<std::unique_ptr<NativeLibrary>, std::vector<Registration>>> OpenAndInit(
+  absl::StatusOr<std::pair<std::shared_ptr<NativeLibrary>, std::vector<Registration>>> OpenAndInit(
       const Manifest& manifest) {
     auto library = loader_.Open(manifest);
     if (!library.ok()) return library.status();
@@ -246,7 +246,9 @@ class Runtime::Impl {
       CloseLibrary(*std::move(library), manifest.name);
       return status;
     }
-    return std::make_pair(*std::move(library), std::move(frame.staged));
+    std::shared_ptr<NativeLibrary> shared = *std::move(library);
+    for (Registration& reg : frame.staged) reg.code = shared;
+    return std::make_pair(std::move(shared), std::move(frame.staged));
   }
 
   // Transactional registration (reference 5.3, newest): registered == provides exactly,
@@ -292,8 +294,17 @@ class Runtime::Impl {
     return runtime_->registry_.Check(manifest.id, staged);
   }
 
-  void CloseLibrary(std::unique_ptr<NativeLibrary> library, absl::string_view bundle) {
+  // Closes a library no reader can reach any more, unless callers still hold interfaces
+  // retained from it (Registry::Retain): then the last of them closes it.
+  void CloseLibrary(std::shared_ptr<NativeLibrary> library, absl::string_view bundle) {
     if (!library) return;
+    if (library.use_count() > 1) {
+      runtime_->Log(LogLevel::kInfo, "loader.native",
+                    absl::StrCat("bundle \"", bundle,
+                                 "\": the old image stays mapped until the calls still "
+                                 "running on it return"));
+      return;
+    }
     std::string warning = library->Close();
     if (!warning.empty()) {
       runtime_->Log(LogLevel::kWarn, "loader.native",
@@ -410,7 +421,7 @@ class Runtime::Impl {
           MakeError(ErrorReason::kSwapFailed,
                     absl::StrCat("bundle \"", manifest->name, "\": swap failed: ", s.message())));
     }
-    std::unique_ptr<NativeLibrary> old_library;
+    std::shared_ptr<NativeLibrary> old_library;
     {
       std::lock_guard<std::mutex> lock(bundles_mu_);
       LoadedBundle& b = bundles_.at(bundle_id);
@@ -564,7 +575,7 @@ class Runtime::Impl {
   void DropBundle(uint64_t id) {
     runtime_->registry_.Remove(id);  // waits until no reader can reach its interfaces
     ResetInstances(id);
-    std::unique_ptr<NativeLibrary> library;
+    std::shared_ptr<NativeLibrary> library;
     std::string name;
     {
       std::lock_guard<std::mutex> lock(bundles_mu_);

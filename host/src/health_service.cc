@@ -4,6 +4,8 @@
 #include <deque>
 #include <utility>
 
+#include "polyplug/host/status_mapping.h"
+
 namespace polyplug::host {
 
 using grpc::health::v1::HealthCheckRequest;
@@ -22,13 +24,6 @@ grpc::Status NameTooLong() {
       grpc::StatusCode::INVALID_ARGUMENT,
       "service name longer than " + std::to_string(HealthService::kMaxServiceNameBytes) + " bytes");
 }
-
-// A Watch stream refused before it started: finishes at once and deletes itself.
-class RejectedWatch final : public grpc::ServerWriteReactor<HealthCheckResponse> {
- public:
-  explicit RejectedWatch(grpc::Status status) { Finish(std::move(status)); }
-  void OnDone() override { delete this; }
-};
 
 }  // namespace
 
@@ -246,7 +241,8 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
 
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* /*context*/, const HealthCheckRequest* request) {
-  if (request->service().size() > kMaxServiceNameBytes) return new RejectedWatch(NameTooLong());
+  if (request->service().size() > kMaxServiceNameBytes)
+    return RefusedStream<HealthCheckResponse>(NameTooLong());
   auto watcher = std::make_shared<Watcher>(this, request->service());
   ServingStatus status = HealthCheckResponse::SERVICE_UNKNOWN;
   uint64_t version = 0;

@@ -232,7 +232,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   }
 
   impl->instances = std::make_unique<RemoteInstances>(
-      rt, RemoteInstancesOptions{.drain_timeout = options.drain_timeout});
+      rt, RemoteInstancesOptions{.drain_timeout = options.drain_timeout,
+                                 .sessionless_idle_timeout = options.instance_idle_timeout});
   RemoteInstances* instances = impl->instances.get();
   // Runs on the mutating thread before the swap: instances of a reloading bundle go first.
   impl->instances_listener =
@@ -295,6 +296,12 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   // on a quiet connection with GOAWAY "too_many_pings".
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // The host pings its clients too, so a client that vanished without closing its
+  // connection (a dead machine, a cut network) is noticed within about 80 s and its
+  // sessions' instances are destroyed. A closed socket (a killed process) is noticed at once.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   builder.RegisterService(impl->service.get());
   builder.RegisterService(impl->health.get());
   builder.RegisterService(impl->reflection->v1());

@@ -46,6 +46,9 @@ ABSL_FLAG(int64_t, call_threads, 4,
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "How long a reload or unload waits for remote calls in flight on the bundle before "
           "it destroys the bundle's instances anyway.");
+ABSL_FLAG(absl::Duration, instance_idle_timeout, absl::Minutes(10),
+          "Remote instances made outside a session (e.g. with grpcurl) are destroyed after "
+          "this long without a call. Instances of a session die with it.");
 
 namespace {
 
@@ -140,6 +143,8 @@ int main(int argc, char** argv) {
   options.call_threads =
       static_cast<size_t>(std::clamp<int64_t>(absl::GetFlag(FLAGS_call_threads), 1, 256));
   options.drain_timeout = std::max(absl::ZeroDuration(), absl::GetFlag(FLAGS_drain_timeout));
+  options.instance_idle_timeout =
+      std::max(absl::Milliseconds(1), absl::GetFlag(FLAGS_instance_idle_timeout));
   if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls-cert", &options.tls_cert_pem) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls-key", &options.tls_key_pem) ||

@@ -6,6 +6,7 @@
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/core/paths.h"
+#include "polyplug/host/session_stream.h"
 #include "polyplug/host/status_mapping.h"
 
 namespace polyplug::host {
@@ -355,6 +356,8 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
   response->set_last_seq(runtime_.journal().last_seq());
   response->set_earliest_seq(runtime_.journal().earliest_seq());
   response->set_journal_capacity(runtime_.journal().capacity());
+  response->set_instance_count(instances_.size());
+  response->set_session_count(static_cast<uint32_t>(instances_.session_count()));
   {
     std::lock_guard<std::mutex> lock(listen_mu_);
     for (const std::string& a : listen_addresses_) response->add_listen_addresses(a);
@@ -366,12 +369,7 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
 grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PluginHostService::SubscribeReloadPhases(
     grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request) {
   if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
-    class Refused : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
-     public:
-      explicit Refused(const grpc::Status& status) { Finish(status); }
-      void OnDone() override { delete this; }
-    };
-    return new Refused(auth);
+    return RefusedStream<v1::ReloadPhaseEvent>(auth);
   }
   return hub_.Open(context, request);
 }
@@ -415,6 +413,14 @@ void PluginHostService::FillInstanceRef(uint64_t id, core::ContractHandle handle
   }
 }
 
+grpc::ServerWriteReactor<v1::SessionEvent>* PluginHostService::OpenSession(
+    grpc::CallbackServerContext* context, const v1::OpenSessionRequest*) {
+  if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
+    return RefusedStream<v1::SessionEvent>(auth);
+  }
+  return StartSessionStream(context, instances_, calls_, runtime_.host_epoch());
+}
+
 grpc::ServerUnaryReactor* PluginHostService::CreateInstance(
     grpc::CallbackServerContext* context, const v1::CreateInstanceRequest* request,
     v1::InstanceRef* response) {
@@ -426,11 +432,20 @@ grpc::ServerUnaryReactor* PluginHostService::CreateInstance(
                                                                               : nullptr,
                request->min_version());
   if (Reject(context, reactor, handle.status())) return reactor;
+  if (request->idle_timeout().seconds() < 0 || request->idle_timeout().nanos() < 0) {
+    Reject(context, reactor,
+           MakeError(ErrorReason::kInvalidArgument, "field 'idle_timeout' is negative"));
+    return reactor;
+  }
   calls_.Post(
       [this, context, request, response, reactor, handle = *handle] {
         if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
-        absl::StatusOr<uint64_t> id =
-            instances_.Create(handle, request->args(), absl::FromChrono(context->deadline()));
+        CreateOptions options;
+        options.session = request->session_id();
+        options.idle_timeout = absl::Seconds(request->idle_timeout().seconds()) +
+                               absl::Nanoseconds(request->idle_timeout().nanos());
+        options.deadline = absl::FromChrono(context->deadline());
+        absl::StatusOr<uint64_t> id = instances_.Create(handle, request->args(), options);
         if (Reject(context, reactor, id.status())) return;
         FillInstanceRef(*id, handle, response);
         reactor->Finish(grpc::Status::OK);

@@ -193,6 +193,78 @@ TEST_F(RemoteCallsTest, AReloadWaitsForACallInFlightWhichFinishesOnTheOldCode) {
             "FAILED_PRECONDITION INSTANCE_INVALIDATED_BY_RELOAD");
 }
 
+// --drain-timeout bounds how long a reload waits for a call in flight: past it the reload
+// goes on, and the old image stays mapped until the call returns on it.
+TEST_F(RemoteCallsTest, AReloadGoesOnAfterTheDrainTimeoutWhileACallStillRuns) {
+  const fs::path counter = Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost({"--drain-timeout", "100ms"}));
+  auto client = Connect();
+  auto instance = client->CreateInstance("test.counter@1");
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const fs::path fifos = dir_.path() / "fifos";
+  fs::create_directories(fifos);
+  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
+
+  auto call = std::async(std::launch::async,
+                         [&] { return client->Invoke(*instance, "block", fifos.string()); });
+  {
+    std::ifstream started(fifos / "started");  // opens once the call runs in the host
+    ASSERT_EQ(started.get(), '1');
+  }
+  OverwriteArtifact(TestBundleDir("counter_v2"), counter);
+  // The call is still blocked: the reload completes anyway.
+  auto reloaded = client->Reload("counter");
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->outcome(), v1::RELOAD_OUTCOME_RELOADED) << reloaded->message();
+  auto fresh = client->InvokeOnce("test.counter@1", "version", "");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->response(), "v2");
+  EXPECT_EQ(Call(*client, *instance, "version"),
+            "FAILED_PRECONDITION INSTANCE_INVALIDATED_BY_RELOAD");
+
+  { std::ofstream release(fifos / "release"); }
+  auto answered = call.get();
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  EXPECT_EQ(answered->response(), "v1") << "the old code stayed mapped for the call";
+  auto info = client->GetHostInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->instance_count(), 0u) << "the call destroyed its instance when it returned";
+  fresh = client->InvokeOnce("test.counter@1", "version", "");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->response(), "v2");
+}
+
+// A long call holds up no reload of another bundle (the default drain timeout is 10 s).
+TEST_F(RemoteCallsTest, ALongCallDoesNotHoldUpReloadsOfOtherBundles) {
+  Copy("counter_v1");
+  Copy("stateless");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  auto client = Connect();
+  auto instance = client->CreateInstance("test.counter@1");
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const fs::path fifos = dir_.path() / "fifos";
+  fs::create_directories(fifos);
+  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
+  auto call = std::async(std::launch::async,
+                         [&] { return client->Invoke(*instance, "block", fifos.string()); });
+  {
+    std::ifstream started(fifos / "started");
+    ASSERT_EQ(started.get(), '1');
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto reloaded = client->Reload("stateless");
+    ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+    EXPECT_EQ(reloaded->outcome(), v1::RELOAD_OUTCOME_RELOADED) << reloaded->message();
+  }
+  { std::ofstream release(fifos / "release"); }
+  auto answered = call.get();
+  ASSERT_TRUE(answered.ok()) << answered.status();
+  EXPECT_EQ(answered->response(), "v1");
+  EXPECT_EQ(Call(*client, *instance, "version"), "v1") << "its own bundle did not reload";
+}
+
 TEST_F(RemoteCallsTest, ACallPastItsDeadlineIsDeadlineExceededAndTheHostGoesOn) {
   Copy("counter_v1");
   ASSERT_NO_FATAL_FAILURE(StartHost());

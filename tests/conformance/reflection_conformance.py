@@ -54,6 +54,7 @@ HOST_METHODS = {
     "ListContracts": (False, False),
     "GetHostInfo": (False, False),
     "SubscribeReloadPhases": (False, True),
+    "OpenSession": (False, True),
     "CreateInstance": (False, False),
     "Invoke": (False, False),
     "DestroyInstance": (False, False),
@@ -740,6 +741,34 @@ class Conformance:
             self.r.equal("7 an unknown method -> UNIMPLEMENTED", e.code(),
                          grpc.StatusCode.UNIMPLEMENTED)
             self.r.check("7 ... with [METHOD_NOT_FOUND]", "[METHOD_NOT_FOUND]" in (e.details() or ""),
+                         e.details())
+
+        # A lease, as grpcurl would hold one: the OpenSession stream's one message names the
+        # session; an instance made under it dies when the stream ends.
+        session_stream = self.host.stream("OpenSession")
+        session = next(session_stream)
+        self.r.check("7 OpenSession sends a session id", session.session_id > 0, str(session))
+        _, create_request, _ = self.host._method("CreateInstance")
+        leased = self.host.unary("CreateInstance", request=json_format.Parse(
+            '{"contract": "example.greeter@1", "session_id": "%d"}' % session.session_id,
+            create_request()))
+        again = self.host.unary("Invoke", request=invoke_request(
+            instance=leased, method="greet", request=b"leased"))
+        self.r.check("7 Invoke on a leased instance answers", b"leased" in again.response,
+                     repr(again.response))
+        session_stream.cancel()
+        deadline = time.monotonic() + call_timeout()
+        while (self.host.unary("GetHostInfo").session_count > 0
+               and time.monotonic() < deadline):
+            time.sleep(0.02)  # the host notices the closed stream on its own schedule
+        try:
+            self.host.unary("Invoke", request=invoke_request(
+                instance=leased, method="greet", request=b"x"))
+            self.r.check("7 Invoke after the session ended fails", False, "got OK")
+        except grpc.RpcError as e:
+            self.r.equal("7 Invoke after the session ended -> FAILED_PRECONDITION", e.code(),
+                         grpc.StatusCode.FAILED_PRECONDITION)
+            self.r.check("7 ... with [LEASE_EXPIRED]", "[LEASE_EXPIRED]" in (e.details() or ""),
                          e.details())
 
     def run(self):

@@ -3,6 +3,7 @@
 // proceeds over them.
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -170,6 +171,37 @@ TEST_F(RuntimeInstancesTest, UnloadOverALiveInstanceReportsIt) {
   runtime().RemovePhaseCallback(id);
   EXPECT_EQ(live_at_unloading, 1u);
   EXPECT_THAT(LiveInstanceWarnings(), IsEmpty()) << ToString(log().lines());
+}
+
+// What the host's remote calls rely on: an interface retained before a reload keeps the
+// old image mapped and callable, with no pin held (the reload does not wait for it), and
+// the last holder's release closes the old image.
+TEST_F(RuntimeInstancesTest, ARetainedInterfaceOutlivesAReloadWithoutHoldingItUp) {
+  const size_t copies_before = CountFilesUnder(state().path());
+  absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> v1 =
+      runtime().Retain(handle_);
+  ASSERT_THAT(v1.status(), IsOk());
+
+  OverwriteArtifact(TestBundleDir("counter_v2"), dir_);
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(dir_);
+  ASSERT_THAT(outcome.status(), IsOk());
+  ASSERT_TRUE(outcome->ok()) << outcome->status;
+  absl::StatusOr<int32_t> now = CallFn0(runtime(), handle_);
+  ASSERT_THAT(now.status(), IsOk());
+  EXPECT_EQ(*now, 2) << "same handle, new code";
+  EXPECT_EQ(CountFilesUnder(state().path()), copies_before + 1) << "both images are mapped";
+
+  int32_t version = 0;
+  PolyplugAbiError err{POLYPLUG_ABI_OK, {nullptr, 0}};
+  (*v1)->functions[0](PolyplugGuestContractInstance{}, nullptr, &version, &err);
+  EXPECT_EQ(err.code, POLYPLUG_ABI_OK);
+  EXPECT_EQ(version, 1) << "the retained interface still runs the old code";
+
+  v1->reset();  // the last holder: the old image goes
+  EXPECT_EQ(CountFilesUnder(state().path()), copies_before);
+  now = CallFn0(runtime(), handle_);
+  ASSERT_THAT(now.status(), IsOk());
+  EXPECT_EQ(*now, 2);
 }
 
 TEST_F(RuntimeInstancesTest, StatelessInstancesAreNotCounted) {

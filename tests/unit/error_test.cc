@@ -13,7 +13,7 @@
 namespace polyplug::core {
 namespace {
 
-constexpr int kLastReason = static_cast<int>(ErrorReason::kCallFailed);
+constexpr int kLastReason = static_cast<int>(ErrorReason::kLeaseExpired);
 
 bool IsUpperSnake(absl::string_view token) {
   if (token.empty() || token.front() == '_' || token.back() == '_') return false;
@@ -70,6 +70,7 @@ TEST(ReasonTokenTest, TokensAreTheStableWireNames) {
   EXPECT_EQ(ReasonToken(ErrorReason::kNotInvocable), "NOT_INVOCABLE");
   EXPECT_EQ(ReasonToken(ErrorReason::kMethodNotFound), "METHOD_NOT_FOUND");
   EXPECT_EQ(ReasonToken(ErrorReason::kCallFailed), "CALL_FAILED");
+  EXPECT_EQ(ReasonToken(ErrorReason::kLeaseExpired), "LEASE_EXPIRED");
 }
 
 TEST(ReasonTest, EnumValuesAreStable) {
@@ -79,6 +80,7 @@ TEST(ReasonTest, EnumValuesAreStable) {
   EXPECT_EQ(static_cast<int>(ErrorReason::kInternal), 26);
   EXPECT_EQ(static_cast<int>(ErrorReason::kCursorOutOfRange), 27);
   EXPECT_EQ(static_cast<int>(ErrorReason::kCallFailed), 32);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kLeaseExpired), 33);
 }
 
 TEST(MakeErrorTest, MapsReasonsToCanonicalCodes) {

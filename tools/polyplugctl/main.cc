@@ -368,7 +368,9 @@ int RunInfo(Context& ctx) {
                        {"registry revision", absl::StrCat(info->registry_revision())},
                        {"events", absl::StrCat("seq ", info->earliest_seq(), "..", info->last_seq(),
                                                " kept (capacity ", info->journal_capacity(), ")")},
-                       {"subscribers", absl::StrCat(info->subscriber_count())}});
+                       {"subscribers", absl::StrCat(info->subscriber_count())},
+                       {"remote instances", absl::StrCat(info->instance_count(), " in ",
+                                                         info->session_count(), " session(s)")}});
   return kExitOk;
 }
 

@@ -48,6 +48,7 @@ enum class ErrorReason : int {
   kNotInvocable = 30,                 // the contract has no message-style invoke entry
   kMethodNotFound = 31,               // the contract has no method by that name
   kCallFailed = 32,                   // the bundle's create_instance or method returned an error
+  kLeaseExpired = 33,  // the instance's session ended or it sat idle too long; or no such session
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.

@@ -37,6 +37,8 @@ struct Registration {
   std::string contract_name;  // bare, e.g. "image.decode"
   Version version;
   PolyplugGuestContractInterface iface{};
+  // Keeps the code `iface` points into mapped (the bundle's library); may be null.
+  std::shared_ptr<const void> code;
 };
 
 // A published provider, as listed.
@@ -70,6 +72,12 @@ class Registry {
   // INVALID_HANDLE when out of range or vacant, STALE_HANDLE when the generation moved
   // on. The pointer is valid while a Pin is held, or until the provider next changes.
   absl::StatusOr<const PolyplugGuestContractInterface*> Resolve(ContractHandle handle) const;
+
+  // Like Resolve, but the interface and the code it points into stay valid for as long as
+  // the returned pointer lives, even after its provider is reloaded or unloaded, with no
+  // pin held: for calls that may run long (remote calls) and must not hold up writers.
+  absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> Retain(
+      ContractHandle handle) const;
 
   // The entry behind a handle (same errors as Resolve).
   absl::StatusOr<ContractEntry> Describe(ContractHandle handle) const;
@@ -112,6 +120,9 @@ class Registry {
   absl::Status CheckLocked(uint64_t bundle_id, const std::vector<Registration>& staged) const;
   void VacateLocked(uint32_t index);
   uint32_t AllocateSlotLocked();
+  // The record behind a handle in `view`, or why there is none.
+  static absl::StatusOr<const std::shared_ptr<const Record>*> RecordOf(const View& view,
+                                                                       ContractHandle handle);
   std::shared_ptr<const Record> MakeRecord(uint64_t bundle_id, Registration reg) const;
   ContractEntry EntryOf(uint32_t index, const Slot& slot) const;
 

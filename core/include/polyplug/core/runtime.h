@@ -106,6 +106,11 @@ class Runtime {
   absl::StatusOr<const PolyplugGuestContractInterface*> Resolve(ContractHandle h) const {
     return registry_.Resolve(h);
   }
+  // See Registry::Retain: keeps the interface and its bundle's code alive with no pin.
+  absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> Retain(
+      ContractHandle h) const {
+    return registry_.Retain(h);
+  }
   ReadEpoch::Guard Pin() const { return registry_.Pin(); }
   const Registry& registry() const { return registry_; }
 

@@ -29,6 +29,8 @@ struct HostServerOptions {
   size_t call_threads = 4;  // threads running bundles' code for remote calls
   // How long a reload or unload waits for remote calls in flight on the bundle.
   absl::Duration drain_timeout = absl::Seconds(10);
+  // Remote instances made outside a session die after this long without a call.
+  absl::Duration instance_idle_timeout = absl::Minutes(10);
 };
 
 // unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock.

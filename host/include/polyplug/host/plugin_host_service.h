@@ -69,6 +69,8 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* SubscribeReloadPhases(
       grpc::CallbackServerContext* context,
       const v1::SubscribeReloadPhasesRequest* request) override;
+  grpc::ServerWriteReactor<v1::SessionEvent>* OpenSession(
+      grpc::CallbackServerContext* context, const v1::OpenSessionRequest* request) override;
   grpc::ServerUnaryReactor* CreateInstance(grpc::CallbackServerContext* context,
                                            const v1::CreateInstanceRequest* request,
                                            v1::InstanceRef* response) override;

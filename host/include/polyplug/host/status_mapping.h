@@ -20,6 +20,17 @@ inline constexpr char kReasonTrailer[] = "polyplug-reason";
 grpc::Status ToGrpcStatus(const absl::Status& status,
                           grpc::CallbackServerContext* context = nullptr);
 
+// A server stream refused before it started: finishes with `status`, deletes itself.
+template <typename Message>
+grpc::ServerWriteReactor<Message>* RefusedStream(grpc::Status status) {
+  class Refused final : public grpc::ServerWriteReactor<Message> {
+   public:
+    explicit Refused(grpc::Status s) { this->Finish(std::move(s)); }
+    void OnDone() override { delete this; }
+  };
+  return new Refused(std::move(status));
+}
+
 v1::FailureReason ToProtoReason(core::ErrorReason reason);
 v1::Phase ToProtoPhase(core::Phase phase);
 void ToProto(const core::Version& version, v1::Version* out);
