@@ -43,8 +43,9 @@ std::string MachineName(uint16_t machine) {
   }
 }
 
-// Cheap checks that turn the commonest bad artifacts into a precise message before dlopen.
-absl::Status CheckElf(const fs::path& artifact, absl::string_view bundle) {
+}  // namespace
+
+absl::Status NativeLoader::CheckArtifact(const fs::path& artifact, absl::string_view bundle) {
   std::ifstream in(artifact, std::ios::binary);
   Elf64_Ehdr header{};
   in.read(reinterpret_cast<char*>(&header), sizeof(header));
@@ -67,8 +68,21 @@ absl::Status CheckElf(const fs::path& artifact, absl::string_view bundle) {
     return fail(absl::StrCat("is built for ", MachineName(header.e_machine), ", this host is ",
                              MachineName(kHostMachine)));
   }
+  // The linker writes the section header table last: a file that ends before the tables
+  // its header describes is still being written, or was cut short.
+  const uint64_t described =
+      std::max<uint64_t>(header.e_phoff + uint64_t{header.e_phnum} * header.e_phentsize,
+                         header.e_shoff + uint64_t{header.e_shnum} * header.e_shentsize);
+  std::error_code ec;
+  const uint64_t size = fs::file_size(artifact, ec);
+  if (!ec && size < described) {
+    return fail(absl::StrCat("is truncated or still being written: its ELF header describes ",
+                             described, " bytes, the file has ", size));
+  }
   return absl::OkStatus();
 }
+
+namespace {
 
 bool IsMapped(const fs::path& file) {
   std::ifstream maps("/proc/self/maps");
@@ -142,7 +156,7 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
 absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest& manifest) {
   auto artifact = ResolveArtifact(manifest);
   if (!artifact.ok()) return artifact.status();
-  if (absl::Status s = CheckElf(*artifact, manifest.name); !s.ok()) return s;
+  if (absl::Status s = CheckArtifact(*artifact, manifest.name); !s.ok()) return s;
 
   // A private, never-reused path per load: glibc hands back the cached image for a path it
   // already has open, and the old image must stay loadable until its readers are gone.

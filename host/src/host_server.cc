@@ -20,6 +20,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/runtime.h"
+#include "polyplug/host/bundle_watcher.h"
 #include "polyplug/host/health_service.h"
 #include "polyplug/host/operation_worker.h"
 #include "polyplug/host/phase_stream.h"
@@ -88,6 +89,7 @@ std::string DefaultListenAddress() {
 class HostServer::Impl {
  public:
   std::unique_ptr<core::Runtime> runtime;
+  std::unique_ptr<BundleWatcher> watcher;  // stopped first: it mutates the runtime
   // After the runtime: its instances go before the runtime does.
   std::unique_ptr<RemoteInstances> instances;
   std::unique_ptr<OperationWorker> worker;
@@ -131,6 +133,7 @@ class HostServer::Impl {
   void Shutdown() {
     if (shut_down) return;
     shut_down = true;
+    if (watcher) watcher->Stop();
     {
       std::lock_guard<std::mutex> lock(warm_mu);
       warm_stop = true;
@@ -229,6 +232,23 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       std::fprintf(stderr, "polyplug-host: loading the bundle roots failed: %s\n",
                    std::string(loaded.status().message()).c_str());
     }
+  }
+
+  if (options.watch) {
+    if (roots.empty()) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       "--watch needs a bundle root to watch (--bundles DIR)");
+    }
+    BundleWatcherOptions watch;
+    watch.roots = roots;
+    watch.settle = options.watch_settle;
+    watch.not_ready_grace = std::max(absl::Seconds(1), 10 * options.watch_settle);
+    watch.log = [](const std::string& line) {
+      std::fprintf(stderr, "polyplug-host: watch: %s\n", line.c_str());
+    };
+    auto watcher = BundleWatcher::Start(rt, std::move(watch));
+    if (!watcher.ok()) return watcher.status();
+    impl->watcher = *std::move(watcher);
   }
 
   impl->instances = std::make_unique<RemoteInstances>(

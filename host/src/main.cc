@@ -46,6 +46,12 @@ ABSL_FLAG(int64_t, call_threads, 4,
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "How long a reload or unload waits for remote calls in flight on the bundle before "
           "it destroys the bundle's instances anyway.");
+ABSL_FLAG(bool, watch, false,
+          "Reload a bundle when its files change (a rebuild, a copy, a rename over the "
+          "artifact), once the write has settled; load new bundle directories, unload removed "
+          "ones. An artifact that stays invalid gives a FAILED event; the old version stays.");
+ABSL_FLAG(absl::Duration, watch_settle, absl::Milliseconds(200),
+          "--watch: how long a bundle's files must stay unchanged before it is reloaded.");
 ABSL_FLAG(absl::Duration, instance_idle_timeout, absl::Minutes(10),
           "Remote instances made outside a session (e.g. with grpcurl) are destroyed after "
           "this long without a call. Instances of a session die with it.");
@@ -143,6 +149,8 @@ int main(int argc, char** argv) {
   options.call_threads =
       static_cast<size_t>(std::clamp<int64_t>(absl::GetFlag(FLAGS_call_threads), 1, 256));
   options.drain_timeout = std::max(absl::ZeroDuration(), absl::GetFlag(FLAGS_drain_timeout));
+  options.watch = absl::GetFlag(FLAGS_watch);
+  options.watch_settle = std::max(absl::Milliseconds(10), absl::GetFlag(FLAGS_watch_settle));
   options.instance_idle_timeout =
       std::max(absl::Milliseconds(1), absl::GetFlag(FLAGS_instance_idle_timeout));
   if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||

@@ -55,6 +55,12 @@ class NativeLoader {
   // ARTIFACT_PATH_ESCAPE for `..` or a symlink leading out, ARTIFACT_MISSING when absent.
   static absl::StatusOr<std::filesystem::path> ResolveArtifact(const Manifest& manifest);
 
+  // Cheap checks that turn the commonest bad artifacts into a precise message before
+  // dlopen (ARTIFACT_NOT_LOADABLE): empty, not ELF, not a 64-bit shared object, another
+  // architecture, or shorter than its ELF header says (truncated, or still being written).
+  static absl::Status CheckArtifact(const std::filesystem::path& artifact,
+                                    absl::string_view bundle);
+
   // Copies, dlopens (RTLD_NOW | RTLD_LOCAL) and checks the ABI version and the init
   // symbol. Does not call init.
   absl::StatusOr<std::unique_ptr<NativeLibrary>> Open(const Manifest& manifest);

@@ -31,6 +31,9 @@ struct HostServerOptions {
   absl::Duration drain_timeout = absl::Seconds(10);
   // Remote instances made outside a session die after this long without a call.
   absl::Duration instance_idle_timeout = absl::Minutes(10);
+  // Reload bundles when their files change (BundleWatcher); needs bundle roots.
+  bool watch = false;
+  absl::Duration watch_settle = absl::Milliseconds(200);
 };
 
 // unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock.

@@ -1,0 +1,298 @@
+#include "polyplug/host/bundle_watcher.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "polyplug/core/manifest.h"
+#include "polyplug/core/native_loader.h"
+
+namespace polyplug::host {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint32_t kRootMask =
+    IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_ONLYDIR | IN_EXCL_UNLINK;
+constexpr uint32_t kBundleMask = IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
+                                 IN_CREATE | IN_DELETE | IN_ATTRIB | IN_ONLYDIR | IN_EXCL_UNLINK;
+
+// What "settled" compares: each file's existence, size and modification time.
+struct FileState {
+  bool exists = false;
+  uintmax_t size = 0;
+  fs::file_time_type mtime;
+  friend bool operator==(const FileState&, const FileState&) = default;
+};
+
+FileState StateOf(const fs::path& file) {
+  std::error_code ec;
+  FileState state;
+  state.size = fs::file_size(file, ec);
+  if (ec) return {};
+  state.mtime = fs::last_write_time(file, ec);
+  if (ec) return {};
+  state.exists = true;
+  return state;
+}
+
+}  // namespace
+
+class BundleWatcher::Loop {
+ public:
+  Loop(core::Runtime& runtime, BundleWatcherOptions options)
+      : runtime_(runtime), options_(std::move(options)) {}
+
+  ~Loop() {
+    Stop();
+    if (inotify_fd_ >= 0) close(inotify_fd_);
+    if (stop_fd_ >= 0) close(stop_fd_);
+  }
+
+  absl::Status Open() {
+    inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (inotify_fd_ < 0) {
+      return absl::UnavailableError(absl::StrCat("--watch: inotify_init1: ", std::strerror(errno)));
+    }
+    stop_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (stop_fd_ < 0) {
+      return absl::UnavailableError(absl::StrCat("--watch: eventfd: ", std::strerror(errno)));
+    }
+    for (const fs::path& root : options_.roots) {
+      const int wd = inotify_add_watch(inotify_fd_, root.c_str(), kRootMask);
+      if (wd < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--watch: cannot watch bundle root ",
+                                                       root.string(), ": ", std::strerror(errno)));
+      }
+      watches_[wd] = Watch{root, true};
+      std::error_code ec;
+      for (const fs::directory_entry& entry : fs::directory_iterator(root, ec)) {
+        if (entry.is_directory(ec)) WatchBundleDir(entry.path());
+      }
+    }
+    thread_ = std::thread([this] { Run(); });
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    const uint64_t one = 1;
+    (void)!write(stop_fd_, &one, sizeof(one));
+    thread_.join();
+  }
+
+ private:
+  struct Watch {
+    fs::path path;
+    bool is_root = false;
+  };
+  // A bundle directory that changed and has not been acted on yet.
+  struct Pending {
+    absl::Time due;
+    std::optional<std::pair<FileState, FileState>> seen;  // manifest, artifact
+    std::optional<absl::Time> invalid_since;
+  };
+
+  void Log(const std::string& line) const {
+    if (options_.log) options_.log(line);
+  }
+
+  void WatchBundleDir(const fs::path& dir) {
+    const int wd = inotify_add_watch(inotify_fd_, dir.c_str(), kBundleMask);
+    if (wd < 0) {
+      Log(absl::StrCat("cannot watch ", dir.string(), ": ", std::strerror(errno)));
+      return;
+    }
+    watches_[wd] = Watch{dir, false};
+  }
+
+  void Touch(const fs::path& dir) {
+    Pending& p = pending_[dir];
+    p.due = absl::Now() + options_.settle;
+    p.seen.reset();
+    p.invalid_since.reset();
+  }
+
+  void Run() {
+    while (true) {
+      int timeout_ms = -1;
+      if (!pending_.empty()) {
+        absl::Time next = absl::InfiniteFuture();
+        for (const auto& [dir, p] : pending_) next = std::min(next, p.due);
+        timeout_ms = static_cast<int>(std::max<int64_t>(
+            0, absl::ToInt64Milliseconds(absl::Ceil(next - absl::Now(), absl::Milliseconds(1)))));
+      }
+      pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+      const int ready = poll(fds, 2, timeout_ms);
+      if (ready < 0 && errno != EINTR) {
+        Log(absl::StrCat("poll failed: ", std::strerror(errno), "; watching stops"));
+        return;
+      }
+      if (fds[1].revents & POLLIN) return;
+      if (fds[0].revents & POLLIN) ReadEvents();
+      const absl::Time now = absl::Now();
+      std::vector<fs::path> due;
+      for (const auto& [dir, p] : pending_) {
+        if (p.due <= now) due.push_back(dir);
+      }
+      for (const fs::path& dir : due) {
+        if (Settle(dir, pending_.at(dir))) pending_.erase(dir);
+      }
+    }
+  }
+
+  void ReadEvents() {
+    alignas(inotify_event) char buffer[16 * 1024];
+    while (true) {
+      const ssize_t n = read(inotify_fd_, buffer, sizeof(buffer));
+      if (n <= 0) return;  // EAGAIN: drained
+      for (ssize_t at = 0; at < n;) {
+        const auto* event = reinterpret_cast<const inotify_event*>(buffer + at);
+        at += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
+        if (event->mask & IN_Q_OVERFLOW) {
+          Log("inotify queue overflowed; checking every bundle directory");
+          for (const auto& [wd, watch] : watches_) {
+            if (!watch.is_root) Touch(watch.path);
+          }
+          continue;
+        }
+        auto it = watches_.find(event->wd);
+        if (it == watches_.end()) continue;
+        if (event->mask & IN_IGNORED) {
+          watches_.erase(it);
+          continue;
+        }
+        const Watch watch = it->second;
+        if (!watch.is_root) {
+          Touch(watch.path);
+          continue;
+        }
+        if (event->len == 0 || !(event->mask & IN_ISDIR)) continue;
+        const fs::path dir = watch.path / event->name;
+        if (event->mask & (IN_CREATE | IN_MOVED_TO)) WatchBundleDir(dir);
+        Touch(dir);
+      }
+    }
+  }
+
+  std::optional<core::BundleInfo> LoadedFrom(const fs::path& dir) const {
+    for (core::BundleInfo& info : runtime_.ListBundles()) {
+      if (info.dir == dir) return std::move(info);
+    }
+    return std::nullopt;
+  }
+
+  // Acts on `dir` once it settled; false while it has not (then `p.due` says when to look
+  // again).
+  bool Settle(const fs::path& dir, Pending& p) {
+    const absl::Time now = absl::Now();
+    const fs::path manifest_path = dir / "manifest.toml";
+    absl::StatusOr<core::Manifest> manifest = core::LoadManifest(dir);
+    std::optional<fs::path> artifact;
+    if (manifest.ok()) {
+      if (auto resolved = core::NativeLoader::ResolveArtifact(*manifest); resolved.ok()) {
+        artifact = *resolved;
+      }
+    }
+    const std::pair<FileState, FileState> seen{StateOf(manifest_path),
+                                               artifact ? StateOf(*artifact) : FileState{}};
+    if (!p.seen || *p.seen != seen) {  // still changing: look again after another settle
+      p.seen = seen;
+      p.due = now + options_.settle;
+      return false;
+    }
+    const std::optional<core::BundleInfo> loaded = LoadedFrom(dir);
+    if (!seen.first.exists) {
+      if (loaded) Unload(*loaded);
+      return true;
+    }
+    if (!manifest.ok()) {
+      if (loaded) {
+        Reload(dir, "its manifest changed");
+      } else {
+        Log(absl::StrCat("cannot load ", dir.string(), ": ", manifest.status().message()));
+      }
+      return true;
+    }
+    absl::Status ready = artifact ? core::NativeLoader::CheckArtifact(*artifact, manifest->name)
+                                  : core::NativeLoader::ResolveArtifact(*manifest).status();
+    if (!ready.ok()) {
+      if (!p.invalid_since) p.invalid_since = now;
+      if (now - *p.invalid_since < options_.not_ready_grace) {
+        p.due = now + options_.settle;  // a writer may still be at it
+        return false;
+      }
+      Log(absl::StrCat("bundle \"", manifest->name, "\": its artifact stayed unusable for ",
+                       absl::FormatDuration(options_.not_ready_grace), ": ", ready.message()));
+    }
+    if (loaded) {
+      Reload(dir, "its files changed");
+    } else {
+      Load(dir);
+    }
+    return true;
+  }
+
+  void Reload(const fs::path& dir, absl::string_view why) {
+    Log(absl::StrCat("reloading ", dir.filename().string(), ": ", why));
+    absl::StatusOr<core::ReloadOutcome> outcome = runtime_.ReloadBundle(dir);
+    if (!outcome.ok()) {
+      Log(absl::StrCat("reload of ", dir.string(), " refused: ", outcome.status().message()));
+    }
+    // The outcome itself (RELOADED or FAILED, and why) is in the phase events.
+  }
+
+  void Load(const fs::path& dir) {
+    absl::StatusOr<core::BundleInfo> info = runtime_.LoadBundle(dir);
+    if (!info.ok()) {
+      Log(absl::StrCat("cannot load new bundle directory ", dir.string(), ": ",
+                       info.status().message()));
+    }
+  }
+
+  void Unload(const core::BundleInfo& info) {
+    Log(absl::StrCat("bundle directory ", info.dir.string(), " is gone: unloading \"", info.name,
+                     "\" and its dependents"));
+    auto unloaded = runtime_.UnloadBundle(info.name, core::UnloadMode::kCascade);
+    if (!unloaded.ok()) {
+      Log(absl::StrCat("cannot unload \"", info.name, "\": ", unloaded.status().message()));
+    }
+  }
+
+  core::Runtime& runtime_;
+  const BundleWatcherOptions options_;
+  int inotify_fd_ = -1;
+  int stop_fd_ = -1;
+  std::thread thread_;
+  // The watcher thread's own state (Open() fills it before the thread starts).
+  absl::flat_hash_map<int, Watch> watches_;
+  std::map<fs::path, Pending> pending_;
+};
+
+absl::StatusOr<std::unique_ptr<BundleWatcher>> BundleWatcher::Start(core::Runtime& runtime,
+                                                                    BundleWatcherOptions options) {
+  auto loop = std::make_unique<Loop>(runtime, std::move(options));
+  if (absl::Status s = loop->Open(); !s.ok()) return s;
+  return std::unique_ptr<BundleWatcher>(new BundleWatcher(std::move(loop)));
+}
+
+BundleWatcher::BundleWatcher(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+
+BundleWatcher::~BundleWatcher() { Stop(); }
+
+void BundleWatcher::Stop() {
+  if (loop_) loop_->Stop();
+}
+
+}  // namespace polyplug::host
