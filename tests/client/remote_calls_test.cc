@@ -30,6 +30,23 @@ class RemoteCallsTest : public ClientTest {
     return absl::StrCat(absl::StatusCodeToString(response.status().code()), " ",
                         client::ReasonToken(client::FailureReasonOf(response.status())));
   }
+
+  // Runs the counter's "block" method on `instance` and returns once it runs in the host;
+  // it returns (the future's value) after ReleaseBlockedCall(). Synchronised by FIFOs.
+  std::future<absl::StatusOr<v1::InvokeResponse>> StartBlockedCall(
+      client::HostClient& client, const v1::InstanceRef& instance) {
+    const fs::path fifos = dir_.path() / "fifos";
+    fs::create_directories(fifos);
+    EXPECT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
+    EXPECT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
+    auto call = std::async(std::launch::async, [&client, instance, fifos] {
+      return client.Invoke(instance, "block", fifos.string());
+    });
+    std::ifstream started(fifos / "started");  // opens once the call runs in the host
+    EXPECT_EQ(started.get(), '1');
+    return call;
+  }
+  void ReleaseBlockedCall() { std::ofstream release(dir_.path() / "fifos" / "release"); }
 };
 
 TEST_F(RemoteCallsTest, CreateInvokeAndDestroyAnInstance) {
@@ -168,21 +185,12 @@ TEST_F(RemoteCallsTest, AReloadWaitsForACallInFlightWhichFinishesOnTheOldCode) {
   auto client = Connect();
   auto instance = client->CreateInstance("test.counter@1");
   ASSERT_TRUE(instance.ok()) << instance.status();
-  const fs::path fifos = dir_.path() / "fifos";
-  fs::create_directories(fifos);
-  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
-  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
-
-  auto call = std::async(std::launch::async,
-                         [&] { return client->Invoke(*instance, "block", fifos.string()); });
-  {
-    std::ifstream started(fifos / "started");  // opens once the call runs in the host
-    ASSERT_EQ(started.get(), '1');
-  }
+  auto call = StartBlockedCall(*client, *instance);
+  ASSERT_FALSE(HasFailure());
   OverwriteArtifact(TestBundleDir("counter_v2"), counter);
   auto reload = std::async(std::launch::async, [&] { return client->Reload("counter"); });
   // The reload cannot swap while the call runs; let the call end.
-  { std::ofstream release(fifos / "release"); }
+  ReleaseBlockedCall();
   auto answered = call.get();
   ASSERT_TRUE(answered.ok()) << answered.status();
   EXPECT_EQ(answered->response(), "v1") << "the call finished on the code it started on";
@@ -201,17 +209,8 @@ TEST_F(RemoteCallsTest, AReloadGoesOnAfterTheDrainTimeoutWhileACallStillRuns) {
   auto client = Connect();
   auto instance = client->CreateInstance("test.counter@1");
   ASSERT_TRUE(instance.ok()) << instance.status();
-  const fs::path fifos = dir_.path() / "fifos";
-  fs::create_directories(fifos);
-  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
-  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
-
-  auto call = std::async(std::launch::async,
-                         [&] { return client->Invoke(*instance, "block", fifos.string()); });
-  {
-    std::ifstream started(fifos / "started");  // opens once the call runs in the host
-    ASSERT_EQ(started.get(), '1');
-  }
+  auto call = StartBlockedCall(*client, *instance);
+  ASSERT_FALSE(HasFailure());
   OverwriteArtifact(TestBundleDir("counter_v2"), counter);
   // The call is still blocked: the reload completes anyway.
   auto reloaded = client->Reload("counter");
@@ -223,7 +222,7 @@ TEST_F(RemoteCallsTest, AReloadGoesOnAfterTheDrainTimeoutWhileACallStillRuns) {
   EXPECT_EQ(Call(*client, *instance, "version"),
             "FAILED_PRECONDITION INSTANCE_INVALIDATED_BY_RELOAD");
 
-  { std::ofstream release(fifos / "release"); }
+  ReleaseBlockedCall();
   auto answered = call.get();
   ASSERT_TRUE(answered.ok()) << answered.status();
   EXPECT_EQ(answered->response(), "v1") << "the old code stayed mapped for the call";
@@ -243,22 +242,14 @@ TEST_F(RemoteCallsTest, ALongCallDoesNotHoldUpReloadsOfOtherBundles) {
   auto client = Connect();
   auto instance = client->CreateInstance("test.counter@1");
   ASSERT_TRUE(instance.ok()) << instance.status();
-  const fs::path fifos = dir_.path() / "fifos";
-  fs::create_directories(fifos);
-  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
-  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
-  auto call = std::async(std::launch::async,
-                         [&] { return client->Invoke(*instance, "block", fifos.string()); });
-  {
-    std::ifstream started(fifos / "started");
-    ASSERT_EQ(started.get(), '1');
-  }
+  auto call = StartBlockedCall(*client, *instance);
+  ASSERT_FALSE(HasFailure());
   for (int i = 0; i < 3; ++i) {
     auto reloaded = client->Reload("stateless");
     ASSERT_TRUE(reloaded.ok()) << reloaded.status();
     EXPECT_EQ(reloaded->outcome(), v1::RELOAD_OUTCOME_RELOADED) << reloaded->message();
   }
-  { std::ofstream release(fifos / "release"); }
+  ReleaseBlockedCall();
   auto answered = call.get();
   ASSERT_TRUE(answered.ok()) << answered.status();
   EXPECT_EQ(answered->response(), "v1");
