@@ -257,15 +257,25 @@ void TcpProxy::Loop() {
 // ---- ChildProcess
 
 ChildProcess::ChildProcess(const std::vector<std::string>& argv,
-                           const std::vector<std::pair<std::string, std::string>>& env) {
+                           const std::vector<std::pair<std::string, std::string>>& env,
+                           ChildStdin in) {
   int out_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) {
     ADD_FAILURE() << "pipe: " << std::strerror(errno);
     return;
   }
+  int in_pair[2] = {-1, -1};  // [0] the test's end, [1] the child's stdin
+  if (in == ChildStdin::kFromTest &&
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_pair) != 0) {
+    ADD_FAILURE() << "socketpair: " << std::strerror(errno);
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    return;
+  }
   const std::string err_path = (dir_.path() / "stderr").string();
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  if (in_pair[1] >= 0) posix_spawn_file_actions_adddup2(&actions, in_pair[1], STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -289,6 +299,10 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv,
   posix_spawn_file_actions_destroy(&actions);
   close(out_pipe[1]);
   out_fd_ = out_pipe[0];
+  if (in_pair[1] >= 0) {
+    close(in_pair[1]);
+    in_fd_ = in_pair[0];
+  }
   if (rc != 0) {
     ADD_FAILURE() << "posix_spawn " << args[0] << ": " << std::strerror(rc);
     pid_ = -1;
@@ -302,6 +316,7 @@ ChildProcess::~ChildProcess() {
     waitpid(pid_, &status, 0);
   }
   if (out_fd_ >= 0) close(out_fd_);
+  CloseStdin();
 }
 
 std::optional<std::string> ChildProcess::ReadLine() {
@@ -335,12 +350,37 @@ std::optional<std::string> ChildProcess::ReadLine() {
   }
 }
 
+bool ChildProcess::WriteLine(absl::string_view line) {
+  if (in_fd_ < 0) {
+    ADD_FAILURE() << "WriteLine(\"" << line << "\"): the child's stdin is not open";
+    return false;
+  }
+  const std::string data = absl::StrCat(line, "\n");
+  for (size_t done = 0; done < data.size();) {
+    // MSG_NOSIGNAL: a child that exited is an error here, not a SIGPIPE for the test.
+    const ssize_t n = send(in_fd_, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ADD_FAILURE() << "WriteLine(\"" << line << "\"): " << std::strerror(errno);
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+void ChildProcess::CloseStdin() {
+  if (in_fd_ >= 0) close(in_fd_);
+  in_fd_ = -1;
+}
+
 void ChildProcess::Signal(int signal) {
   if (pid_ > 0 && !waited_) kill(pid_, signal);
 }
 
 ProcessResult ChildProcess::Wait() {
   ProcessResult result;
+  CloseStdin();
   while (ReadLine().has_value()) {
   }
   result.out = consumed_ + buffered_;

@@ -105,29 +105,42 @@ struct ProcessResult {
   std::string err;
 };
 
+// What a ChildProcess reads as stdin: the test's own stdin, or a connection the test
+// writes to (WriteLine, CloseStdin). The latter is a unix stream socket rather than a pipe,
+// so that writing to a child that exited fails instead of raising SIGPIPE in the test.
+enum class ChildStdin { kInherit, kFromTest };
+
 // A child process with `env` added to its environment, its stdout on a pipe (read line by
 // line, so a test can wait for output) and its stderr in a temp file. Reads wait at most
 // kCallDeadline; the destructor kills a child that is still running.
 class ChildProcess {
  public:
   ChildProcess(const std::vector<std::string>& argv,
-               const std::vector<std::pair<std::string, std::string>>& env = {});
+               const std::vector<std::pair<std::string, std::string>>& env = {},
+               ChildStdin in = ChildStdin::kInherit);
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
   // The next line of stdout (without newline); nullopt at end of output or on timeout.
   std::optional<std::string> ReadLine();
+  // With ChildStdin::kFromTest: writes `line` and a newline to the child's stdin. False
+  // (with a test failure recorded) when it cannot, e.g. after CloseStdin or the child's exit.
+  bool WriteLine(absl::string_view line);
+  // With ChildStdin::kFromTest: closes the child's stdin (it reads end of input). Idempotent.
+  void CloseStdin();
   // Sends a signal to the child.
   void Signal(int signal);
-  // Reads the rest of stdout, waits for the exit (killing the child after kCallDeadline,
-  // recorded as a test failure) and returns everything. Call once.
+  // Closes the child's stdin (with ChildStdin::kFromTest), reads the rest of stdout, waits
+  // for the exit (killing the child after kCallDeadline, recorded as a test failure) and
+  // returns everything. Call once.
   ProcessResult Wait();
 
  private:
   TempDir dir_;
   pid_t pid_ = -1;
   int out_fd_ = -1;
+  int in_fd_ = -1;        // the test's end of the child's stdin (ChildStdin::kFromTest)
   std::string buffered_;  // stdout read but not yet returned
   std::string consumed_;  // stdout returned by ReadLine
   bool waited_ = false;
