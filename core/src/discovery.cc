@@ -23,8 +23,8 @@ struct Candidate {
 
 }  // namespace
 
-absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(
-    const std::vector<fs::path>& roots) {
+absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vector<fs::path>& roots,
+                                                                 bool skip_unloadable) {
   // One level deep; sorted by name within a root; de-duplicated by directory across roots.
   std::vector<Manifest> found;
   std::set<fs::path> seen_dirs;
@@ -67,6 +67,16 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(
     std::string name = m.name;
     candidates[name].manifest = std::move(m);
   }
+  // What cannot be ordered: an error, or (skip_unloadable) a log line and a skipped bundle.
+  std::set<std::string> skipped;
+  auto refuse = [&](const std::string& name, absl::Status status) -> absl::Status {
+    if (!skip_unloadable) return status;
+    Log(LogLevel::kWarn, "scan",
+        absl::StrCat("[", ReasonToken(ReasonOf(status)), "] ", status.message(), "; not loading ",
+                     name));
+    skipped.insert(name);
+    return absl::OkStatus();
+  };
   for (auto& [name, c] : candidates) {
     for (const ManifestDependency& dep : c.manifest.dependencies) {
       if (dep.contract.empty() && dep.contract_id == 0) continue;
@@ -78,44 +88,77 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(
         if (label.find('@') == std::string::npos && !dep.min_version.empty()) {
           absl::StrAppend(&label, " (min_version ", dep.min_version, ")");
         }
-        return MakeError(ErrorReason::kUnsatisfiedDependency,
-                         absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
-                                      ") depends on contract ", label,
-                                      ", which no bundle in the roots or loaded provides"));
+        if (absl::Status s = refuse(
+                name, MakeError(ErrorReason::kUnsatisfiedDependency,
+                                absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
+                                             ") depends on contract ", label,
+                                             ", which no bundle in the roots or loaded provides")));
+            !s.ok()) {
+          return s;
+        }
       }
     }
     for (const ContractRef& dep : c.manifest.bundle_dependencies) {
       if (candidates.contains(dep.name)) {
         if (dep.name != name) c.needs.insert(dep.name);
       } else if (!loaded_names.contains(dep.name)) {
-        return MakeError(ErrorReason::kUnsatisfiedDependency,
-                         absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
-                                      ", field 'bundle_dependencies') needs bundle \"", dep.name,
-                                      "\", which is neither in the roots nor loaded"));
+        if (absl::Status s = refuse(
+                name,
+                MakeError(ErrorReason::kUnsatisfiedDependency,
+                          absl::StrCat("bundle \"", name, "\" (", c.manifest.path.string(),
+                                       ", field 'bundle_dependencies') needs bundle \"", dep.name,
+                                       "\", which is neither in the roots nor "
+                                       "loaded")));
+            !s.ok()) {
+          return s;
+        }
       }
     }
   }
 
   // Kahn's algorithm; among ready bundles the smallest name goes first (deterministic).
+  // A skipped bundle takes the ones that need it along.
   std::vector<const Candidate*> order;
   std::set<std::string> done;
-  while (order.size() < candidates.size()) {
+  while (order.size() + skipped.size() < candidates.size()) {
     const Candidate* next = nullptr;
+    bool skipped_one = false;
     for (const auto& [name, c] : candidates) {
-      if (done.contains(name)) continue;
+      if (done.contains(name) || skipped.contains(name)) continue;
+      std::vector<std::string> blocked;
+      std::set_intersection(c.needs.begin(), c.needs.end(), skipped.begin(), skipped.end(),
+                            std::back_inserter(blocked));
+      if (!blocked.empty()) {
+        Log(LogLevel::kWarn, "scan",
+            absl::StrCat("not loading \"", name, "\": it needs ", absl::StrJoin(blocked, ", "),
+                         ", which cannot be loaded"));
+        skipped.insert(name);
+        skipped_one = true;
+        break;  // the sets changed: scan again
+      }
       if (std::includes(done.begin(), done.end(), c.needs.begin(), c.needs.end())) {
         next = &c;
         break;
       }
     }
+    if (skipped_one) continue;
     if (next == nullptr) {
       std::vector<std::string> stuck;
       for (const auto& [name, c] : candidates) {
-        if (!done.contains(name)) stuck.push_back(name);
+        if (!done.contains(name) && !skipped.contains(name)) stuck.push_back(name);
       }
-      return MakeError(ErrorReason::kDependencyCycle,
-                       absl::StrCat("dependency cycle among bundles ", absl::StrJoin(stuck, ", "),
-                                    "; none of them can be loaded first"));
+      const absl::Status cycle =
+          MakeError(ErrorReason::kDependencyCycle,
+                    absl::StrCat("dependency cycle among bundles ", absl::StrJoin(stuck, ", "),
+                                 "; none of them can be loaded first"));
+      if (!skip_unloadable) return cycle;
+      // Which of them are in the cycle and which only need it cannot be told apart here;
+      // none of them can load.
+      Log(LogLevel::kWarn, "scan",
+          absl::StrCat("[", ReasonToken(ErrorReason::kDependencyCycle), "] ", cycle.message(),
+                       "; not loading them"));
+      skipped.insert(stuck.begin(), stuck.end());
+      continue;
     }
     done.insert(next->manifest.name);
     order.push_back(next);

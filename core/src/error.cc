@@ -54,6 +54,7 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kMethodNotFound, "METHOD_NOT_FOUND", absl::StatusCode::kUnimplemented},
     {ErrorReason::kCallFailed, "CALL_FAILED", absl::StatusCode::kAborted},
     {ErrorReason::kLeaseExpired, "LEASE_EXPIRED", absl::StatusCode::kFailedPrecondition},
+    {ErrorReason::kSubscriberFellBehind, "SUBSCRIBER_FELL_BEHIND", absl::StatusCode::kOutOfRange},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

@@ -233,12 +233,14 @@ class Runtime::Impl {
     PolyplugAbiError result = (*library)->init()(&api_, &init_ctx);
     init_stack().pop_back();
     absl::Status status;
-    if (result.code != POLYPLUG_ABI_OK) {
+    if (!frame.error.ok()) {
+      // A refused registration is the cause even when init then gave up because of it
+      // (guest.hpp passes the refusal on): its reason and detail say what was wrong.
+      status = frame.error;
+    } else if (result.code != POLYPLUG_ABI_OK) {
       status = MakeError(ErrorReason::kInitFailed,
                          absl::StrCat("bundle \"", manifest.name,
                                       "\": polyplug_init failed: ", DescribeAbiError(result)));
-    } else if (!frame.error.ok()) {
-      status = frame.error;
     } else {
       status = CheckRegistrations(manifest, frame.staged);
     }

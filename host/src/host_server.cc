@@ -227,7 +227,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
     }
   });
   if (!roots.empty()) {
-    auto loaded = rt.DiscoverAndLoad(roots);
+    // A cycle or a missing provider keeps only the bundles concerned from loading.
+    auto loaded = rt.DiscoverAndLoad(roots, /*skip_unloadable=*/true);
     if (!loaded.ok()) {
       std::fprintf(stderr, "polyplug-host: loading the bundle roots failed: %s\n",
                    std::string(loaded.status().message()).c_str());

@@ -191,11 +191,12 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     if (finishing_ || !Wanted(event.bundle_name)) return;
     if (queue_.size() >= hub_->options_.max_queued_events + backlog_allowance_) {
       queue_.clear();
-      FinishLocked(
-          grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
-                       absl::StrCat("subscriber fell behind: ", hub_->options_.max_queued_events,
-                                    " events were waiting to be sent; resume after seq ",
-                                    last_written_seq_, " of epoch ", event.host_epoch)));
+      FinishLocked(ToGrpcStatus(
+          core::MakeError(core::ErrorReason::kSubscriberFellBehind,
+                          absl::StrCat("subscriber fell behind: ", hub_->options_.max_queued_events,
+                                       " events were waiting to be sent; resume after seq ",
+                                       last_written_seq_, " of epoch ", event.host_epoch)),
+          context_));
       return;
     }
     v1::ReloadPhaseEvent out;

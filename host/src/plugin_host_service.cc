@@ -239,18 +239,18 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
 }
 
 absl::StatusOr<core::ContractHandle> PluginHostService::LookUp(
-    const v1::FindContractRequest& request) const {
+    const v1::FindContractRequest& request, absl::string_view name_field) const {
   uint64_t contract_id = 0;
   std::string label;
   if (request.contract_case() == v1::FindContractRequest::kContractId) {
     contract_id = request.contract_id();
     label = core::FormatContractId(contract_id);
   } else if (request.contract_case() == v1::FindContractRequest::kName) {
-    if (absl::Status s = CheckName("name", request.name()); !s.ok()) return s;
+    if (absl::Status s = CheckName(name_field, request.name()); !s.ok()) return s;
     auto ref = core::ParseContractRef(request.name());
     if (!ref.ok()) {
       return MakeError(ErrorReason::kInvalidArgument,
-                       absl::StrCat("field 'name': ", ref.status().message()));
+                       absl::StrCat("field '", name_field, "': ", ref.status().message()));
     }
     const uint32_t major = ref->version ? ref->major() : request.major();
     contract_id = core::GuestContractId(ref->name, major);
@@ -261,6 +261,7 @@ absl::StatusOr<core::ContractHandle> PluginHostService::LookUp(
   }
   absl::StatusOr<core::ContractHandle> handle;
   if (!request.bundle().empty()) {
+    if (absl::Status s = CheckName("bundle", request.bundle()); !s.ok()) return s;
     handle = runtime_.registry().FindInBundle(core::BundleId(request.bundle()), contract_id,
                                               request.min_version());
   } else {
@@ -325,6 +326,7 @@ grpc::ServerUnaryReactor* PluginHostService::ListContracts(grpc::CallbackServerC
   if (request->bundle().empty()) {
     entries = runtime_.registry().List();
   } else {
+    if (Reject(context, reactor, CheckName("bundle", request->bundle()))) return reactor;
     if (auto b = runtime_.GetBundle(request->bundle()); !b.ok()) {
       Reject(context, reactor, b.status());
       return reactor;
@@ -398,7 +400,7 @@ absl::StatusOr<core::ContractHandle> PluginHostService::TargetOf(const v1::Contr
     v1::FindContractRequest find;
     find.set_name(*contract);
     find.set_min_version(min_version);
-    return LookUp(find);
+    return LookUp(find, "contract");
   }
   return MakeError(ErrorReason::kInvalidArgument,
                    "set the target: 'handle' (from FindContract) or 'contract' (\"name@major\")");
@@ -459,10 +461,7 @@ grpc::ServerUnaryReactor* PluginHostService::Invoke(grpc::CallbackServerContext*
                                                     v1::InvokeResponse* response) {
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
-  if (request->method().empty()) {
-    Reject(context, reactor, MakeError(ErrorReason::kInvalidArgument, "field 'method' is empty"));
-    return reactor;
-  }
+  if (Reject(context, reactor, CheckName("method", request->method()))) return reactor;
   std::optional<uint64_t> instance;
   absl::StatusOr<core::ContractHandle> handle;
   if (request->target_case() == v1::InvokeRequest::kInstance) {

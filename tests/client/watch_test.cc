@@ -113,6 +113,10 @@ TEST_F(WatchTest, ANewBundleDirectoryIsLoadedAndARemovedOneUnloaded) {
   from = log_.lines().size();
   fs::remove_all(root() / "stateless");
   EXPECT_THAT(PhasesUntil(from, "UNLOADING stateless"), ElementsAre("UNLOADING stateless"));
+  // UNLOADING announces the unload; the runtime runs one mutation at a time, so once a
+  // reload issued now has returned, the unload has finished.
+  auto reloaded = client_->Reload("counter");
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   found = client_->FindContract("test.stateless@1");
   EXPECT_EQ(client::FailureReasonOf(found.status()), v1::FAILURE_REASON_CONTRACT_NOT_FOUND);
   EXPECT_EQ(Version(), "v1") << "the other bundle was not touched";

@@ -110,6 +110,30 @@ TEST_F(RuntimeDiscoveryTest, AnUnsatisfiedDependencyIsRefusedAndNothingLoads) {
   EXPECT_THAT(runtime().ListBundles(), IsEmpty());
 }
 
+// What polyplug-host does at start: one broken dependency graph does not keep the other
+// bundles of the roots from loading.
+TEST_F(RuntimeDiscoveryTest, SkippingUnloadableBundlesLoadsTheRest) {
+  const fs::path root = bundles() / "root";
+  CopyBundle(TestBundleDir("cycle_x"), root / "cycle_x");
+  CopyBundle(TestBundleDir("cycle_y"), root / "cycle_y");
+  CopyBundle(TestBundleDir("chain_b"), root / "chain_b");  // chain.a@1 is nowhere
+  CopyBundle(TestBundleDir("chain_c"), root / "chain_c");  // needs chain_b
+  CopyBundle(TestBundleDir("counter_v1"), root / "counter");
+
+  absl::StatusOr<std::vector<core::BundleInfo>> loaded =
+      runtime().DiscoverAndLoad({root}, /*skip_unloadable=*/true);
+  ASSERT_THAT(loaded.status(), IsOk());
+  ASSERT_EQ(loaded->size(), 1u);
+  EXPECT_EQ(loaded->at(0).name, "counter");
+  EXPECT_THAT(Describe(recorder().events()), ElementsAre("LOADED counter"));
+  const std::string log_text = ToString(log().Warnings());
+  EXPECT_THAT(log_text, HasSubstr("[DEPENDENCY_CYCLE] dependency cycle among bundles cycle_x, "
+                                  "cycle_y"));
+  EXPECT_THAT(log_text, HasSubstr("[UNSATISFIED_DEPENDENCY]"));
+  EXPECT_THAT(log_text, HasSubstr("chain.a@1"));
+  EXPECT_THAT(log_text, HasSubstr("not loading \"chain_c\""));
+}
+
 TEST_F(RuntimeDiscoveryTest, ADependencyAlreadyLoadedSatisfiesDiscovery) {
   ASSERT_NO_FATAL_FAILURE(CopyAndLoad("chain_a"));
   recorder().Clear();

@@ -13,7 +13,7 @@
 namespace polyplug::core {
 namespace {
 
-constexpr int kLastReason = static_cast<int>(ErrorReason::kLeaseExpired);
+constexpr int kLastReason = static_cast<int>(ErrorReason::kSubscriberFellBehind);
 
 bool IsUpperSnake(absl::string_view token) {
   if (token.empty() || token.front() == '_' || token.back() == '_') return false;
@@ -71,6 +71,7 @@ TEST(ReasonTokenTest, TokensAreTheStableWireNames) {
   EXPECT_EQ(ReasonToken(ErrorReason::kMethodNotFound), "METHOD_NOT_FOUND");
   EXPECT_EQ(ReasonToken(ErrorReason::kCallFailed), "CALL_FAILED");
   EXPECT_EQ(ReasonToken(ErrorReason::kLeaseExpired), "LEASE_EXPIRED");
+  EXPECT_EQ(ReasonToken(ErrorReason::kSubscriberFellBehind), "SUBSCRIBER_FELL_BEHIND");
 }
 
 TEST(ReasonTest, EnumValuesAreStable) {
@@ -81,6 +82,7 @@ TEST(ReasonTest, EnumValuesAreStable) {
   EXPECT_EQ(static_cast<int>(ErrorReason::kCursorOutOfRange), 27);
   EXPECT_EQ(static_cast<int>(ErrorReason::kCallFailed), 32);
   EXPECT_EQ(static_cast<int>(ErrorReason::kLeaseExpired), 33);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kSubscriberFellBehind), 34);
 }
 
 TEST(MakeErrorTest, MapsReasonsToCanonicalCodes) {

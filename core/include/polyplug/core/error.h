@@ -49,6 +49,7 @@ enum class ErrorReason : int {
   kMethodNotFound = 31,               // the contract has no method by that name
   kCallFailed = 32,                   // the bundle's create_instance or method returned an error
   kLeaseExpired = 33,  // the instance's session ended or it sat idle too long; or no such session
+  kSubscriberFellBehind = 34,  // a phase stream was ended because its reader kept too far behind
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.

@@ -95,9 +95,12 @@ class Runtime {
 
   // Scans each root one level deep, orders the bundles found by dependency (providers
   // first) and loads them. A cycle or an unsatisfied dependency is an error naming the
-  // bundles; nothing is loaded then. Bundles already loaded are skipped.
+  // bundles; nothing is loaded then (reference 2.5), unless `skip_unloadable`: then those
+  // bundles, and the ones that need them, are skipped with a Warn log line carrying the
+  // reason token ("[DEPENDENCY_CYCLE] ..."), and the rest loads. Bundles already loaded
+  // are skipped; a bundle that fails to load is logged and skipped with its dependents.
   absl::StatusOr<std::vector<BundleInfo>> DiscoverAndLoad(
-      const std::vector<std::filesystem::path>& roots);
+      const std::vector<std::filesystem::path>& roots, bool skip_unloadable = false);
 
   // Lookups: lock-free, see Registry.
   absl::StatusOr<ContractHandle> Find(uint64_t contract_id, uint32_t min_major) const {

@@ -89,7 +89,9 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
               const absl::Status& status);
   std::vector<core::PhaseEvent> EventsAfter(uint64_t seq) const;
   // The provider a FindContractRequest names, or CONTRACT_NOT_FOUND / INVALID_ARGUMENT.
-  absl::StatusOr<core::ContractHandle> LookUp(const v1::FindContractRequest& request) const;
+  // `name_field` is how errors name the request's contract field.
+  absl::StatusOr<core::ContractHandle> LookUp(const v1::FindContractRequest& request,
+                                              absl::string_view name_field = "name") const;
   // A handle a client sent back; STALE_HANDLE when it is from another host epoch.
   absl::StatusOr<core::ContractHandle> HandleOf(const v1::ContractHandle& handle) const;
   // The target of CreateInstance or a one-shot Invoke: a handle, or a contract to look up.
