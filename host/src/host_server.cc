@@ -175,6 +175,13 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
     return MakeError(ErrorReason::kInvalidArgument, "--tls-cert and --tls-key go together");
   }
+  if (!tls && !options.tls_client_ca_pem.empty()) {
+    // Client certificates are checked only in a TLS handshake: without a server
+    // certificate the host would serve plaintext and check nobody.
+    return MakeError(ErrorReason::kInvalidArgument,
+                     "--tls-client-ca needs --tls-cert and --tls-key (client certificates are "
+                     "checked only over TLS)");
+  }
   for (const std::string& address : options.listen) {
     if (absl::StartsWith(address, "unix:")) continue;
     if (address.find(':') == std::string::npos) {
