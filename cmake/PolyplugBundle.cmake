@@ -44,7 +44,9 @@ function(polyplug_add_bundle target)
     POLYPLUG_BUNDLE_DIR ${arg_OUTPUT_DIR})
   target_compile_options(${target} PRIVATE -Wall -Wextra -Werror)
   if(NOT arg_KEEP_GNU_UNIQUE)
-    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fno-gnu-unique>)
+    # GCC only: clang never emits STB_GNU_UNIQUE symbols (and does not know the flag).
+    target_compile_options(${target} PRIVATE
+      $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-fno-gnu-unique>)
   endif()
 
   set(manifest_args --out ${arg_OUTPUT_DIR}/manifest.toml --name ${arg_NAME}

@@ -25,4 +25,8 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 # it cannot see the synchronisation of; the TSan run covers the core (no gRPC) only.
 build_and_test build-asan address 'unit|integration' ON
 build_and_test build-tsan thread 'unit|integration' OFF
+# libFuzzer (clang): replays the saved crash inputs, then fuzzes each target for
+# POLYPLUG_FUZZ_SECONDS (60 by default).
+echo "== build-fuzz: fuzz"
+tools/run-fuzz.sh
 build_and_test build "" '.*' ON
