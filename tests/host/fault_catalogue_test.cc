@@ -33,6 +33,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "host/host_calls.h"
 #include "host/host_fixture.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
@@ -54,23 +55,6 @@ constexpr size_t kOneMegabyte = 1 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Small helpers
-
-// A unary call's outcome together with what the server put in the trailers.
-template <typename Response>
-struct CallResult {
-  grpc::Status status;
-  Response response;
-  std::string trailing_reason;
-};
-
-// True when `text` contains `number` as a whole decimal word.
-bool ContainsNumber(absl::string_view text, uint64_t number) {
-  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" ,;:()[]=\n\t"))) {
-    uint64_t value = 0;
-    if (absl::SimpleAtoi(word, &value) && value == number) return true;
-  }
-  return false;
-}
 
 // Removes every line of the file that starts with `prefix`; records a failure if none does.
 void RemoveLinesStartingWith(const fs::path& path, absl::string_view prefix) {
@@ -365,7 +349,7 @@ std::vector<BundleFault> BundleFaults() {
 // ---------------------------------------------------------------------------------------
 // Fixture
 
-class FaultCatalogueTest : public ::testing::Test {
+class FaultCatalogueTest : public ::testing::Test, public HostCalls {
  protected:
   void SetUp() override { fs::create_directories(root_); }
 
@@ -388,88 +372,13 @@ class FaultCatalogueTest : public ::testing::Test {
     StartHost(std::move(extra));
   }
 
-  HostProcess& host() { return *host_; }
+  HostProcess& host() override { return *host_; }
 
-  template <typename Request, typename Response, typename Method>
-  CallResult<Response> Call(Method method, const Request& request) {
-    CallResult<Response> result;
-    auto context = host().NewContext();
-    result.status = (host().stub().*method)(context.get(), request, &result.response);
-    result.trailing_reason = TrailingReasonOf(*context);
-    return result;
-  }
-
-  CallResult<v1::ReloadResponse> Reload(const v1::ReloadRequest& request) {
-    return Call<v1::ReloadRequest, v1::ReloadResponse>(&v1::PluginHost::Stub::Reload, request);
-  }
-  CallResult<v1::ReloadResponse> ReloadByName(const std::string& name) {
-    v1::ReloadRequest request;
-    request.set_name(name);
-    return Reload(request);
-  }
-  CallResult<v1::ReloadResponse> ReloadByPath(const std::string& path) {
-    v1::ReloadRequest request;
-    request.set_path(path);
-    return Reload(request);
-  }
-  v1::ReloadResponse ReloadOk(const std::string& name) {
-    auto result = ReloadByName(name);
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    EXPECT_EQ(result.response.outcome(), v1::RELOAD_OUTCOME_RELOADED)
-        << result.response.ShortDebugString();
-    return result.response;
-  }
-  CallResult<v1::LoadBundleResponse> LoadBundle(const std::string& path) {
-    v1::LoadBundleRequest request;
-    request.set_path(path);
-    return Call<v1::LoadBundleRequest, v1::LoadBundleResponse>(&v1::PluginHost::Stub::LoadBundle,
-                                                               request);
-  }
-  CallResult<v1::UnloadBundleResponse> UnloadBundle(const std::string& name, bool cascade) {
-    v1::UnloadBundleRequest request;
-    request.set_name(name);
-    request.set_cascade(cascade);
-    return Call<v1::UnloadBundleRequest, v1::UnloadBundleResponse>(
-        &v1::PluginHost::Stub::UnloadBundle, request);
-  }
-  CallResult<v1::ContractHandle> FindContract(const v1::FindContractRequest& request) {
-    return Call<v1::FindContractRequest, v1::ContractHandle>(&v1::PluginHost::Stub::FindContract,
-                                                             request);
-  }
-  CallResult<v1::ContractHandle> FindContract(const std::string& name) {
-    v1::FindContractRequest request;
-    request.set_name(name);
-    return FindContract(request);
-  }
-  CallResult<v1::InvokeResponse> Invoke(const v1::InvokeRequest& request) {
-    return Call<v1::InvokeRequest, v1::InvokeResponse>(&v1::PluginHost::Stub::Invoke, request);
-  }
-  // A one-shot call of `method` on the provider of `contract`.
-  CallResult<v1::InvokeResponse> Invoke(const std::string& contract, const std::string& method,
-                                        const std::string& data = "") {
-    v1::InvokeRequest request;
-    request.set_contract(contract);
-    request.set_method(method);
-    request.set_request(data);
-    return Invoke(request);
-  }
-  v1::ListBundlesResponse ListBundles() {
-    auto result = Call<v1::ListBundlesRequest, v1::ListBundlesResponse>(
-        &v1::PluginHost::Stub::ListBundles, v1::ListBundlesRequest());
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    return result.response;
-  }
   std::vector<std::string> BundleNames() {
     const v1::ListBundlesResponse list = ListBundles();
     std::vector<std::string> names;
     for (const v1::Bundle& b : list.bundles()) names.push_back(b.name());
     return names;
-  }
-  v1::HostInfo HostInfo() {
-    auto result = Call<v1::GetHostInfoRequest, v1::HostInfo>(&v1::PluginHost::Stub::GetHostInfo,
-                                                             v1::GetHostInfoRequest());
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    return result.response;
   }
 
   // Any PluginHost method with request bytes as they are: what a buggy or hostile client
@@ -498,30 +407,6 @@ class FaultCatalogueTest : public ::testing::Test {
     }
     result.trailing_reason = TrailingReasonOf(*context);
     return result;
-  }
-
-  // A stream on the main channel (or `stub`) that starts with a snapshot, read through its
-  // end marker, so that the host has registered it. nullptr (and a failure) otherwise.
-  std::unique_ptr<Subscription> SubscribeSynced(v1::SubscribeReloadPhasesRequest request = {},
-                                                v1::PluginHost::Stub* stub = nullptr) {
-    request.set_include_snapshot(true);
-    auto sub = std::make_unique<Subscription>(stub != nullptr ? *stub : host().stub(), request,
-                                              host().NewContext());
-    if (!sub->ReadSnapshot()) {
-      ADD_FAILURE() << "the snapshot did not end with SNAPSHOT_END: " << ToString(sub->Finish());
-      return nullptr;
-    }
-    return sub;
-  }
-
-  // Asks GetHostInfo until the host counts `n` open subscribers (nothing on the wire tells
-  // when the host registered or freed a stream).
-  bool WaitForSubscriberCount(uint32_t n) {
-    const auto deadline = std::chrono::system_clock::now() + kCallDeadline;
-    while (std::chrono::system_clock::now() < deadline) {
-      if (HostInfo().subscriber_count() == n) return true;
-    }
-    return false;
   }
 
   // The proof that the host keeps serving: the counter bundle is found, a remote call of its

@@ -26,6 +26,7 @@
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "host/host_calls.h"
 #include "host/host_fixture.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/bundle_fixture.h"
@@ -42,23 +43,6 @@ using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
 
 constexpr size_t kReloadsThatMustNotBlock = 100;
-
-// A unary call's outcome together with what the server put in the trailers.
-template <typename Response>
-struct CallResult {
-  grpc::Status status;
-  Response response;
-  std::string trailing_reason;
-};
-
-// True when `text` contains `number` as a whole decimal word.
-bool ContainsNumber(absl::string_view text, uint64_t number) {
-  for (absl::string_view word : absl::StrSplit(text, absl::ByAnyChar(" ,;:()[]=\n\t"))) {
-    uint64_t value = 0;
-    if (absl::SimpleAtoi(word, &value) && value == number) return true;
-  }
-  return false;
-}
 
 // True when one line of `log` contains every needle (case-insensitive).
 bool HasLogLine(absl::string_view log, std::vector<absl::string_view> needles) {
@@ -144,7 +128,7 @@ grpc::Status ListServicesV1Alpha(const std::shared_ptr<grpc::Channel>& channel,
                                                                            services);
 }
 
-class HostProcessTest : public ::testing::Test {
+class HostProcessTest : public ::testing::Test, public HostCalls {
  protected:
   void SetUp() override { fs::create_directories(root_); }
 
@@ -161,107 +145,7 @@ class HostProcessTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started;
   }
 
-  HostProcess& host() { return *host_; }
-
-  template <typename Request, typename Response, typename Method>
-  CallResult<Response> Call(Method method, const Request& request) {
-    CallResult<Response> result;
-    auto context = host().NewContext();
-    result.status = (host().stub().*method)(context.get(), request, &result.response);
-    result.trailing_reason = TrailingReasonOf(*context);
-    return result;
-  }
-
-  CallResult<v1::ReloadResponse> Reload(const v1::ReloadRequest& request) {
-    return Call<v1::ReloadRequest, v1::ReloadResponse>(&v1::PluginHost::Stub::Reload, request);
-  }
-  CallResult<v1::ReloadResponse> ReloadByName(const std::string& name) {
-    v1::ReloadRequest request;
-    request.set_name(name);
-    return Reload(request);
-  }
-  CallResult<v1::ReloadResponse> ReloadByPath(const std::string& path) {
-    v1::ReloadRequest request;
-    request.set_path(path);
-    return Reload(request);
-  }
-  // Reloads `name` and expects outcome RELOADED; returns the response.
-  v1::ReloadResponse ReloadOk(const std::string& name) {
-    auto result = ReloadByName(name);
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    EXPECT_EQ(result.response.outcome(), v1::RELOAD_OUTCOME_RELOADED)
-        << result.response.ShortDebugString();
-    return result.response;
-  }
-
-  CallResult<v1::LoadBundleResponse> LoadBundle(const std::string& path) {
-    v1::LoadBundleRequest request;
-    request.set_path(path);
-    return Call<v1::LoadBundleRequest, v1::LoadBundleResponse>(&v1::PluginHost::Stub::LoadBundle,
-                                                               request);
-  }
-  CallResult<v1::UnloadBundleResponse> UnloadBundle(const std::string& name, bool cascade) {
-    v1::UnloadBundleRequest request;
-    request.set_name(name);
-    request.set_cascade(cascade);
-    return Call<v1::UnloadBundleRequest, v1::UnloadBundleResponse>(
-        &v1::PluginHost::Stub::UnloadBundle, request);
-  }
-  CallResult<v1::ContractHandle> FindContract(const std::string& name) {
-    v1::FindContractRequest request;
-    request.set_name(name);
-    return FindContract(request);
-  }
-  CallResult<v1::ContractHandle> FindContract(const v1::FindContractRequest& request) {
-    return Call<v1::FindContractRequest, v1::ContractHandle>(&v1::PluginHost::Stub::FindContract,
-                                                             request);
-  }
-  v1::ListBundlesResponse ListBundles() {
-    auto result = Call<v1::ListBundlesRequest, v1::ListBundlesResponse>(
-        &v1::PluginHost::Stub::ListBundles, v1::ListBundlesRequest());
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    return result.response;
-  }
-  CallResult<v1::ListContractsResponse> ListContracts(const std::string& bundle = "") {
-    v1::ListContractsRequest request;
-    request.set_bundle(bundle);
-    return Call<v1::ListContractsRequest, v1::ListContractsResponse>(
-        &v1::PluginHost::Stub::ListContracts, request);
-  }
-  v1::HostInfo HostInfo() {
-    auto result = Call<v1::GetHostInfoRequest, v1::HostInfo>(&v1::PluginHost::Stub::GetHostInfo,
-                                                             v1::GetHostInfoRequest());
-    EXPECT_TRUE(result.status.ok()) << ToString(result.status);
-    return result.response;
-  }
-
-  // A stream on the main channel.
-  std::unique_ptr<Subscription> Subscribe(const v1::SubscribeReloadPhasesRequest& request) {
-    return std::make_unique<Subscription>(host().stub(), request, host().NewContext());
-  }
-  // A stream that starts with a snapshot, read through its end marker, so that the host
-  // has registered it before the test goes on. Fatal failure if the snapshot never ends.
-  std::unique_ptr<Subscription> SubscribeSynced(v1::SubscribeReloadPhasesRequest request = {},
-                                                v1::PluginHost::Stub* stub = nullptr) {
-    request.set_include_snapshot(true);
-    auto sub = std::make_unique<Subscription>(stub != nullptr ? *stub : host().stub(), request,
-                                              host().NewContext());
-    if (!sub->ReadSnapshot()) {
-      ADD_FAILURE() << "the snapshot did not end with SNAPSHOT_END: " << ToString(sub->Finish());
-      return nullptr;
-    }
-    return sub;
-  }
-
-  // Polls GetHostInfo until the host counts `n` open subscribers. The host frees a stream
-  // after the client saw it end, and nothing on the wire tells when, so this asks.
-  bool WaitForSubscriberCount(uint32_t n) {
-    const auto deadline = std::chrono::system_clock::now() + kCallDeadline;
-    while (std::chrono::system_clock::now() < deadline) {
-      if (HostInfo().subscriber_count() == n) return true;
-    }
-    return false;
-  }
+  HostProcess& host() override { return *host_; }
 
   const fs::path& root() const { return root_; }
   const TempDir& scratch() const { return scratch_; }
