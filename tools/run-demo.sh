@@ -28,8 +28,9 @@ ctl() {
   "$build"/tools/polyplugctl "$@"
 }
 
-echo "== polyplug-host --listen $POLYPLUG_HOST --bundles $scratch/bundles"
-"$build"/host/polyplug-host --listen "$POLYPLUG_HOST" --bundles "$scratch/bundles" \
+# --supervise: a bundle that crashed the host would be quarantined and the host restarted.
+echo "== polyplug-host --supervise --listen $POLYPLUG_HOST --bundles $scratch/bundles"
+"$build"/host/polyplug-host --supervise --listen "$POLYPLUG_HOST" --bundles "$scratch/bundles" \
   --state-dir "$scratch/state" &
 host_pid=$!
 # Wait for the host: health answers SERVING once it listens (exit code 3 until then).
@@ -40,6 +41,7 @@ done
 
 echo "== polyplugctl"
 ctl health
+ctl info
 ctl list bundles
 ctl list contracts
 ctl find example.greeter@1

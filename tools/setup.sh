@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libabsl-dev libtomlplusplus-dev
+  libabsl-dev libtomlplusplus-dev libssl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   grpc-proto python3 python3-grpcio python3-protobuf

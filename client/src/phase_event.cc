@@ -81,6 +81,7 @@ PhaseEvent PhaseEventFromProto(const v1::ReloadPhaseEvent& in) {
   out.message = in.message();
   out.registry_revision = in.registry_revision();
   out.live_instances = in.live_instances();
+  out.artifact_sha256 = in.artifact_sha256();
   return out;
 }
 
@@ -110,6 +111,7 @@ v1::ReloadPhaseEvent PhaseEventToProto(const PhaseEvent& in) {
   out.set_message(in.message);
   out.set_registry_revision(in.registry_revision);
   out.set_live_instances(in.live_instances);
+  out.set_artifact_sha256(in.artifact_sha256);
   return out;
 }
 

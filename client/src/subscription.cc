@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -24,6 +25,8 @@ struct Subscription::State {
   grpc::ClientContext* live_call = nullptr;  // guarded by mu; the open stream's context
   std::optional<Cursor> cursor;              // guarded by mu
   bool connected = false;                    // guarded by mu
+  // Quarantined versions (bundle, sha256) already reported; touched by the thread only.
+  std::set<std::pair<std::string, std::string>> quarantine_known;
 
   bool Stopped() const {
     std::lock_guard<std::mutex> lock(mu);
@@ -51,7 +54,7 @@ struct Subscription::State {
   }
 
   void Run();
-  void Handle(const v1::ReloadPhaseEvent& message, std::vector<BundleState>* snapshot);
+  void Handle(const v1::ReloadPhaseEvent& message, Resynced* snapshot);
   bool DispatchPhase(const PhaseEvent& event) const;
 };
 
@@ -116,7 +119,7 @@ void Subscription::State::Run() {
       reported_down = false;
       Dispatch(handlers.on_connection_changed, absl::OkStatus());
     }
-    std::vector<BundleState> snapshot;
+    Resynced snapshot;
     v1::ReloadPhaseEvent message;
     while (reader->Read(&message)) {
       if (Stopped()) break;
@@ -154,18 +157,24 @@ void Subscription::State::Run() {
   }
 }
 
-void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
-                                 std::vector<BundleState>* snapshot) {
+void Subscription::State::Handle(const v1::ReloadPhaseEvent& message, Resynced* snapshot) {
   const std::optional<Cursor> cursor_now = GetCursor();
   switch (message.kind()) {
     case v1::EVENT_KIND_SNAPSHOT:
-      snapshot->push_back({message.bundle_id(),
-                           message.bundle_name(),
-                           {message.bundle_version().major(), message.bundle_version().minor(),
-                            message.bundle_version().patch()}});
+      if (message.phase() == v1::PHASE_FAILED) {
+        snapshot->quarantined.push_back(PhaseEventFromProto(message));
+        return;
+      }
+      snapshot->bundles.push_back(
+          {message.bundle_id(),
+           message.bundle_name(),
+           {message.bundle_version().major(), message.bundle_version().minor(),
+            message.bundle_version().patch()},
+           message.artifact_sha256()});
       return;
     case v1::EVENT_KIND_SNAPSHOT_END: {
-      Resynced resynced;
+      Resynced resynced = std::move(*snapshot);
+      *snapshot = Resynced();
       if (!cursor_now.has_value()) {
         resynced.cause = ResyncCause::kInitial;
       } else if (cursor_now->host_epoch != message.host_epoch()) {
@@ -180,12 +189,19 @@ void Subscription::State::Handle(const v1::ReloadPhaseEvent& message,
       resynced.host_epoch = message.host_epoch();
       resynced.seq = message.seq();
       resynced.registry_revision = message.registry_revision();
-      resynced.bundles = std::move(*snapshot);
-      snapshot->clear();
       std::sort(resynced.bundles.begin(), resynced.bundles.end(),
                 [](const BundleState& a, const BundleState& b) { return a.name < b.name; });
-      if (Dispatch(handlers.on_resynced, resynced)) {
-        SetCursor({message.host_epoch(), message.seq()});
+      if (!Dispatch(handlers.on_resynced, resynced)) return;
+      SetCursor({message.host_epoch(), message.seq()});
+      // A version that crashed the host, announced by the restarted host: the FAILED
+      // event of the reload or call that crashed, which the old host could not send.
+      for (const PhaseEvent& crashed : resynced.quarantined) {
+        const bool known =
+            !quarantine_known.insert({crashed.bundle_name, crashed.artifact_sha256}).second;
+        if (!known && resynced.cause == ResyncCause::kHostRestarted &&
+            !Dispatch(handlers.on_failed, crashed)) {
+          return;
+        }
       }
       return;
     }

@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 
 struct Candidate {
   Manifest manifest;
+  BundleSource source;
   std::set<std::string> needs;  // names of the candidates it depends on
 };
 
@@ -26,7 +27,7 @@ struct Candidate {
 absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vector<fs::path>& roots,
                                                                  bool skip_unloadable) {
   // One level deep; sorted by name within a root; de-duplicated by directory across roots.
-  std::vector<Manifest> found;
+  std::vector<std::pair<Manifest, BundleSource>> found;
   std::set<fs::path> seen_dirs;
   for (const fs::path& root : roots) {
     std::error_code ec;
@@ -49,9 +50,34 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
     }
     std::sort(in_root.begin(), in_root.end(),
               [](const Manifest& a, const Manifest& b) { return a.name < b.name; });
-    for (Manifest& m : in_root) found.push_back(std::move(m));
+    for (Manifest& m : in_root) {
+      BundleSource source{m.dir, {}};
+      found.emplace_back(std::move(m), std::move(source));
+    }
   }
+  return LoadInOrder(std::move(found), skip_unloadable);
+}
 
+absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadAll(const std::vector<BundleSource>& sources,
+                                                         bool skip_unloadable) {
+  std::vector<std::pair<Manifest, BundleSource>> found;
+  std::set<fs::path> seen_dirs;
+  for (const BundleSource& source : sources) {
+    auto manifest = LoadManifest(source.files.empty() ? source.dir : source.files);
+    if (!manifest.ok()) {
+      Log(LogLevel::kWarn, "scan",
+          absl::StrCat("skipping ", source.dir.string(), ": ", manifest.status().message()));
+      continue;
+    }
+    std::error_code ec;
+    if (!seen_dirs.insert(fs::weakly_canonical(source.dir, ec)).second) continue;
+    found.emplace_back(*std::move(manifest), source);
+  }
+  return LoadInOrder(std::move(found), skip_unloadable);
+}
+
+absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
+    std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable) {
   // Providers: what the candidates provide, and what is already loaded.
   std::map<std::string, Candidate> candidates;
   absl::flat_hash_map<uint64_t, std::string> provider_of;  // contract id -> candidate name
@@ -59,13 +85,14 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
   for (const ContractEntry& e : registry_.List()) loaded_contracts[e.contract_id] = true;
   std::set<std::string> loaded_names;
   for (const BundleInfo& b : ListBundles()) loaded_names.insert(b.name);
-  for (Manifest& m : found) {
+  for (auto& [m, source] : found) {
     if (loaded_names.contains(m.name) || candidates.contains(m.name)) continue;
     for (const ContractRef& ref : m.provides) {
       provider_of.emplace(GuestContractId(ref.name, ref.major()), m.name);
     }
     std::string name = m.name;
     candidates[name].manifest = std::move(m);
+    candidates[name].source = std::move(source);
   }
   // What cannot be ordered: an error, or (skip_unloadable) a log line and a skipped bundle.
   std::set<std::string> skipped;
@@ -179,7 +206,7 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
       failed.insert(c->manifest.name);
       continue;
     }
-    auto info = LoadBundle(c->manifest.dir);
+    auto info = LoadBundle(c->source);
     if (!info.ok()) {
       Log(LogLevel::kWarn, "scan",
           absl::StrCat("failed to load \"", c->manifest.name, "\": ", info.status().message()));

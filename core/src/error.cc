@@ -55,6 +55,7 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kCallFailed, "CALL_FAILED", absl::StatusCode::kAborted},
     {ErrorReason::kLeaseExpired, "LEASE_EXPIRED", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kSubscriberFellBehind, "SUBSCRIBER_FELL_BEHIND", absl::StatusCode::kOutOfRange},
+    {ErrorReason::kCrashed, "CRASHED", absl::StatusCode::kFailedPrecondition},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

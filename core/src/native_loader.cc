@@ -2,12 +2,18 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
@@ -43,10 +49,11 @@ std::string MachineName(uint16_t machine) {
   }
 }
 
-}  // namespace
-
-absl::Status NativeLoader::CheckArtifact(const fs::path& artifact, absl::string_view bundle) {
-  std::ifstream in(artifact, std::ios::binary);
+// CheckArtifact of the bytes at `file`, naming `artifact` in errors (a staged copy is
+// checked under the name of the artifact it copies).
+absl::Status CheckArtifactAt(const fs::path& file, const fs::path& artifact,
+                             absl::string_view bundle) {
+  std::ifstream in(file, std::ios::binary);
   Elf64_Ehdr header{};
   in.read(reinterpret_cast<char*>(&header), sizeof(header));
   const std::streamsize got = in.gcount();
@@ -74,7 +81,7 @@ absl::Status NativeLoader::CheckArtifact(const fs::path& artifact, absl::string_
       std::max<uint64_t>(header.e_phoff + uint64_t{header.e_phnum} * header.e_phentsize,
                          header.e_shoff + uint64_t{header.e_shnum} * header.e_shentsize);
   std::error_code ec;
-  const uint64_t size = fs::file_size(artifact, ec);
+  const uint64_t size = fs::file_size(file, ec);
   if (!ec && size < described) {
     return fail(absl::StrCat("is truncated or still being written: its ELF header describes ",
                              described, " bytes, the file has ", size));
@@ -82,7 +89,58 @@ absl::Status NativeLoader::CheckArtifact(const fs::path& artifact, absl::string_
   return absl::OkStatus();
 }
 
-namespace {
+// Copies `from` to `to` (created 0700, must not exist) and returns the SHA-256 of what
+// it copied, as lowercase hex. One pass over the bytes.
+absl::StatusOr<std::string> CopyAndHash(const fs::path& from, const fs::path& to) {
+  auto error = [&](absl::string_view what) {
+    return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
+  };
+  const int in = open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return error(absl::StrCat("cannot read ", from.string()));
+  const int out = open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+  if (out < 0) {
+    absl::Status status = error(absl::StrCat("cannot create ", to.string()));
+    close(in);
+    return status;
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> digest(EVP_MD_CTX_new(),
+                                                                 &EVP_MD_CTX_free);
+  absl::Status status;
+  if (digest == nullptr || EVP_DigestInit_ex(digest.get(), EVP_sha256(), nullptr) != 1) {
+    status = absl::InternalError("SHA-256 is not available");
+  }
+  std::string buffer(64 * 1024, '\0');
+  while (status.ok()) {
+    const ssize_t got = read(in, buffer.data(), buffer.size());
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      status = error(absl::StrCat("cannot read ", from.string()));
+      break;
+    }
+    if (got == 0) break;
+    EVP_DigestUpdate(digest.get(), buffer.data(), static_cast<size_t>(got));
+    for (ssize_t written = 0; written < got && status.ok();) {
+      const ssize_t n = write(out, buffer.data() + written, static_cast<size_t>(got - written));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) status = error(absl::StrCat("cannot write ", to.string()));
+      if (n > 0) written += n;
+    }
+  }
+  close(in);
+  if (close(out) != 0 && status.ok()) status = error(absl::StrCat("cannot write ", to.string()));
+  if (!status.ok()) return status;
+  unsigned char sha[EVP_MAX_MD_SIZE];
+  unsigned int sha_size = 0;
+  EVP_DigestFinal_ex(digest.get(), sha, &sha_size);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(sha), static_cast<size_t>(sha_size)));
+}
+
+void RemoveCopy(const fs::path& copy) {
+  std::error_code ec;
+  fs::remove(copy, ec);
+  fs::remove(copy.parent_path(), ec);  // only succeeds once empty
+}
 
 bool IsMapped(const fs::path& file) {
   std::ifstream maps("/proc/self/maps");
@@ -96,11 +154,28 @@ bool IsMapped(const fs::path& file) {
 
 }  // namespace
 
+absl::Status NativeLoader::CheckArtifact(const fs::path& artifact, absl::string_view bundle) {
+  return CheckArtifactAt(artifact, artifact, bundle);
+}
+
+StagedArtifact::StagedArtifact(StagedArtifact&& other) noexcept
+    : source_(std::move(other.source_)),
+      copy_(std::exchange(other.copy_, {})),
+      sha256_(std::move(other.sha256_)) {}
+
+StagedArtifact::~StagedArtifact() {
+  if (!copy_.empty()) RemoveCopy(copy_);
+}
+
 NativeLibrary::~NativeLibrary() { Close(); }
 
 std::string NativeLibrary::Close() {
   if (handle_ == nullptr) return {};
-  dlclose(handle_);
+  {
+    BundleCodeScope unloading(BundleActivity::kUnload, &crash_record_image_, nullptr);
+    dlclose(handle_);
+  }
+  crash_record_image_.Clear();
   handle_ = nullptr;
   init_ = nullptr;
   std::string warning;
@@ -112,9 +187,7 @@ std::string NativeLibrary::Close() {
         "which make dlclose a no-op, so its code and static state stay in the process. "
         "Build the bundle with -fno-gnu-unique (polyplug_add_bundle does).");
   }
-  std::error_code ec;
-  fs::remove(private_copy_, ec);
-  fs::remove(private_copy_.parent_path(), ec);  // only succeeds once empty
+  RemoveCopy(private_copy_);
   return warning;
 }
 
@@ -153,11 +226,8 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
   return lexical;
 }
 
-absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest& manifest) {
-  auto artifact = ResolveArtifact(manifest);
-  if (!artifact.ok()) return artifact.status();
-  if (absl::Status s = CheckArtifact(*artifact, manifest.name); !s.ok()) return s;
-
+absl::StatusOr<StagedArtifact> NativeLoader::Stage(const Manifest& manifest,
+                                                   const fs::path& artifact) {
   // A private, never-reused path per load: glibc hands back the cached image for a path it
   // already has open, and the old image must stay loadable until its readers are gone.
   std::error_code ec;
@@ -168,26 +238,45 @@ absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest
     return MakeError(ErrorReason::kInternal, absl::StrCat("cannot create state directory ",
                                                           copy_dir.string(), ": ", ec.message()));
   }
+  StagedArtifact staged;
+  staged.source_ = artifact;
   const fs::path copy = copy_dir / absl::StrCat(getpid(), "-", next_copy_.fetch_add(1), "-",
-                                                artifact->filename().string());
-  fs::copy_file(*artifact, copy, fs::copy_options::overwrite_existing, ec);
-  if (ec) {
+                                                artifact.filename().string());
+  auto sha256 = CopyAndHash(artifact, copy);
+  if (!sha256.ok()) {
+    RemoveCopy(copy);
     return MakeError(ErrorReason::kArtifactNotLoadable,
-                     absl::StrCat("bundle \"", manifest.name, "\": cannot copy ",
-                                  artifact->string(), " to ", copy.string(), ": ", ec.message()));
+                     absl::StrCat("bundle \"", manifest.name, "\": cannot copy ", artifact.string(),
+                                  " to ", copy.string(), ": ", sha256.status().message()));
   }
+  staged.copy_ = copy;
+  staged.sha256_ = *std::move(sha256);
+  return staged;
+}
 
+absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest& manifest,
+                                                                  StagedArtifact staged) {
+  const fs::path* artifact = &staged.source();
+  if (absl::Status s = CheckArtifactAt(staged.copy(), *artifact, manifest.name); !s.ok()) return s;
+  const fs::path copy = std::exchange(staged.copy_, {});
   std::unique_ptr<NativeLibrary> library(new NativeLibrary());
   library->private_copy_ = copy;
-  library->handle_ = dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
+  library->sha256_ = staged.sha256();
+  library->crash_record_image_ = CrashRecordImage::Register(
+      manifest.id, manifest.name, manifest.version.ToString(), staged.sha256());
+  {
+    BundleCodeScope loading(BundleActivity::kLoad, &library->crash_record_image_, nullptr);
+    library->handle_ = dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
+  }
   if (library->handle_ == nullptr) {
     const char* error = dlerror();
-    fs::remove(copy, ec);
-    fs::remove(copy_dir, ec);
+    library->crash_record_image_.Clear();
+    RemoveCopy(copy);
     return MakeError(ErrorReason::kArtifactNotLoadable,
                      absl::StrCat("bundle \"", manifest.name, "\": cannot load ",
                                   artifact->string(), ": ", error ? error : "dlopen failed"));
   }
+  library->crash_record_image_.SetRangeOf(copy);
   auto version_fn =
       reinterpret_cast<PolyplugAbiVersionFn>(dlsym(library->handle_, "polyplug_abi_version"));
   if (version_fn == nullptr) {

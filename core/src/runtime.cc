@@ -13,6 +13,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "polyplug/core/crash_record.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/core/native_loader.h"
@@ -158,17 +159,21 @@ class Runtime::Impl {
 
   // ---- Load -----------------------------------------------------------------------------
 
-  absl::StatusOr<BundleInfo> Load(const fs::path& path) {
+  absl::StatusOr<BundleInfo> Load(const BundleSource& source) {
     if (absl::Status s = CheckNotReentrant(); !s.ok()) return s;
     OperationLock op(this);
     OperationContext ctx;
-    return LoadLocked(path, ctx);
+    return LoadLocked(source, ctx);
   }
 
-  absl::StatusOr<BundleInfo> LoadLocked(const fs::path& path, OperationContext& ctx) {
-    auto manifest = LoadManifest(path);
+  absl::StatusOr<BundleInfo> LoadLocked(const BundleSource& source, OperationContext& ctx) {
+    const bool elsewhere = !source.files.empty();
+    auto manifest = LoadManifest(elsewhere ? source.files : source.dir);
     if (!manifest.ok()) return manifest.status();
     manifest->dir = CanonicalDir(manifest->dir);
+    // The artifact is read where the files are; the bundle lives in its own directory.
+    const Manifest files = *manifest;
+    if (elsewhere) manifest->dir = CanonicalDir(source.dir);
     if (manifest->loader != NativeLoader::kName) return NoLoader(*manifest);
     {
       std::lock_guard<std::mutex> lock(bundles_mu_);
@@ -179,16 +184,21 @@ class Runtime::Impl {
                          ") is already loaded from ", it->second.manifest.dir.string()));
       }
     }
-    auto artifact = NativeLoader::ResolveArtifact(*manifest);
+    auto artifact = NativeLoader::ResolveArtifact(files);
     if (!artifact.ok()) return artifact.status();
-    auto image = OpenAndInit(*manifest);
+    auto staged = StageAndAdmit(*manifest, *artifact);
+    if (!staged.ok()) return staged.status();
+    auto image = OpenAndInit(*manifest, *std::move(staged));
     if (!image.ok()) return image.status();
-    auto& [library, staged] = *image;
-    auto published = runtime_->registry_.Publish(manifest->id, std::move(staged));
+    auto& [library, staged_registrations] = *image;
+    auto published = runtime_->registry_.Publish(manifest->id, std::move(staged_registrations));
     if (!published.ok()) {
       CloseLibrary(std::move(library), manifest->name);
       return published.status();
     }
+    PhaseEvent event = BaseEvent(Phase::kLoaded, *manifest);
+    event.reload_id = event.root_reload_id = NextOperationId();
+    event.artifact_sha256 = library->sha256();
     LoadedBundle bundle;
     bundle.manifest = *manifest;
     bundle.artifact = *artifact;
@@ -198,10 +208,21 @@ class Runtime::Impl {
       std::lock_guard<std::mutex> lock(bundles_mu_);
       bundles_[manifest->id] = std::move(bundle);
     }
-    PhaseEvent event = BaseEvent(Phase::kLoaded, *manifest);
-    event.reload_id = event.root_reload_id = NextOperationId();
     Emit(ctx, std::move(event));
     return InfoOf(manifest->id);
+  }
+
+  // Copies the artifact aside and asks RuntimeOptions::admit_artifact about its bytes.
+  absl::StatusOr<StagedArtifact> StageAndAdmit(const Manifest& manifest, const fs::path& artifact,
+                                               std::string* sha256 = nullptr) {
+    auto staged = loader_.Stage(manifest, artifact);
+    if (!staged.ok()) return staged.status();
+    if (sha256 != nullptr) *sha256 = staged->sha256();
+    if (runtime_->options_.admit_artifact) {
+      if (absl::Status s = runtime_->options_.admit_artifact(manifest, staged->sha256()); !s.ok())
+        return s;
+    }
+    return staged;
   }
 
   absl::Status NoLoader(const Manifest& manifest) const {
@@ -215,8 +236,8 @@ class Runtime::Impl {
   // it registered against the manifest. Nothing is published; on failure the library is
   // closed again.
   absl::StatusOr<std::pair<std::shared_ptr<NativeLibrary>, std::vector<Registration>>> OpenAndInit(
-      const Manifest& manifest) {
-    auto library = loader_.Open(manifest);
+      const Manifest& manifest, StagedArtifact staged) {
+    auto library = loader_.Open(manifest, std::move(staged));
     if (!library.ok()) return library.status();
     InitFrame frame;
     frame.impl = this;
@@ -230,7 +251,12 @@ class Runtime::Impl {
         {manifest.name.data(), manifest.name.size()},
         {manifest.version.major, manifest.version.minor, manifest.version.patch}};
     init_stack().push_back(&frame);
-    PolyplugAbiError result = (*library)->init()(&api_, &init_ctx);
+    PolyplugAbiError result;
+    {
+      BundleCodeScope initialising(BundleActivity::kInit, &(*library)->crash_record_image(),
+                                   nullptr);
+      result = (*library)->init()(&api_, &init_ctx);
+    }
     init_stack().pop_back();
     absl::Status status;
     if (!frame.error.ok()) {
@@ -367,8 +393,10 @@ class Runtime::Impl {
       std::lock_guard<std::mutex> lock(bundles_mu_);
       current = bundles_.at(bundle_id).manifest;
     }
+    std::string sha256;  // of the artifact tried, once it was read
     auto fail = [&](const absl::Status& error) {
       PhaseEvent event = BaseEvent(Phase::kFailed, current);
+      event.artifact_sha256 = sha256;
       event.reload_id = reload_id;
       event.parent_reload_id = parent_id;
       event.root_reload_id = root_id;
@@ -395,9 +423,12 @@ class Runtime::Impl {
     }
     // Step 4: loader lookup; no callback when it cannot hot reload.
     if (manifest->loader != NativeLoader::kName) return NoLoader(*manifest);
-    // Step 5: the artifact must exist (and stay inside the bundle directory).
+    // Step 5: the artifact must exist (and stay inside the bundle directory), and be
+    // admitted: it is copied aside now, so that the bytes admitted are the bytes opened.
     auto artifact = NativeLoader::ResolveArtifact(*manifest);
     if (!artifact.ok()) return fail(artifact.status());
+    auto staged = StageAndAdmit(*manifest, *artifact, &sha256);
+    if (!staged.ok()) return fail(staged.status());
     // Steps 6-8: PREPARING (listeners destroy their instances now), then the
     // informational leak check on what is still alive afterwards. Never blocks.
     PhaseEvent preparing = BaseEvent(Phase::kPreparing, current);
@@ -413,11 +444,11 @@ class Runtime::Impl {
                                  "arrives). Proceeding anyway."));
     }
     // Steps 9-11: reload window: open and init the new image, registrations staged.
-    auto image = OpenAndInit(*manifest);
+    auto image = OpenAndInit(*manifest, *std::move(staged));
     if (!image.ok()) return fail(image.status());
-    auto& [library, staged] = *image;
+    auto& [library, registrations] = *image;
     // Step 12: swap into the old slots, keeping generations.
-    if (absl::Status s = runtime_->registry_.Swap(bundle_id, std::move(staged)); !s.ok()) {
+    if (absl::Status s = runtime_->registry_.Swap(bundle_id, std::move(registrations)); !s.ok()) {
       CloseLibrary(std::move(library), manifest->name);
       return fail(
           MakeError(ErrorReason::kSwapFailed,
@@ -447,6 +478,7 @@ class Runtime::Impl {
       }
     }
     PhaseEvent reloaded = BaseEvent(Phase::kReloaded, *manifest);
+    reloaded.artifact_sha256 = sha256;
     reloaded.reload_id = reload_id;
     reloaded.parent_reload_id = parent_id;
     reloaded.root_reload_id = root_id;
@@ -598,7 +630,12 @@ class Runtime::Impl {
     if (iface.create_instance == nullptr) {
       return MakeError(ErrorReason::kInvalidArgument, "the contract has no create_instance");
     }
-    PolyplugAbiError error = iface.create_instance(iface.user_data, &api_, args, &instance);
+    PolyplugAbiError error;
+    {
+      BundleCodeScope creating(BundleActivity::kCreateInstance, nullptr,
+                               reinterpret_cast<const void*>(iface.create_instance));
+      error = iface.create_instance(iface.user_data, &api_, args, &instance);
+    }
     if (error.code != POLYPLUG_ABI_OK) {
       return MakeError(
           ErrorReason::kCallFailed,
@@ -615,7 +652,11 @@ class Runtime::Impl {
 
   void DestroyInstance(const PolyplugGuestContractInterface& iface,
                        PolyplugGuestContractInstance instance) {
-    if (iface.destroy_instance != nullptr) iface.destroy_instance(iface.user_data, &api_, instance);
+    if (iface.destroy_instance != nullptr) {
+      BundleCodeScope destroying(BundleActivity::kDestroyInstance, nullptr,
+                                 reinterpret_cast<const void*>(iface.destroy_instance));
+      iface.destroy_instance(iface.user_data, &api_, instance);
+    }
     if (instance.data == nullptr) return;
     std::lock_guard<std::mutex> lock(instances_mu_);
     auto it = instance_counts_.find(instance.contract_id);
@@ -653,6 +694,10 @@ class Runtime::Impl {
       info.version = b.manifest.version;
       info.dir = b.manifest.dir;
       info.artifact = b.artifact;
+      if (b.library) {
+        info.artifact_sha256 = b.library->sha256();
+        info.image = b.library->private_copy();
+      }
       info.loader = b.manifest.loader;
       info.needs_reinit_on_dep_reload = b.manifest.needs_reinit_on_dep_reload;
       for (const ContractRef& ref : b.manifest.provides) info.provides.push_back(ref.ToString());
@@ -950,7 +995,13 @@ absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options)
 
 Runtime::~Runtime() { impl_.reset(); }
 
-absl::StatusOr<BundleInfo> Runtime::LoadBundle(const fs::path& path) { return impl_->Load(path); }
+absl::StatusOr<BundleInfo> Runtime::LoadBundle(const fs::path& path) {
+  return impl_->Load(BundleSource{path, {}});
+}
+
+absl::StatusOr<BundleInfo> Runtime::LoadBundle(const BundleSource& source) {
+  return impl_->Load(source);
+}
 
 absl::StatusOr<ReloadOutcome> Runtime::ReloadBundle(const fs::path& path) {
   return impl_->Reload(path);

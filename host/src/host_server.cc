@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -21,6 +22,7 @@
 #include "polyplug/core/error.h"
 #include "polyplug/core/runtime.h"
 #include "polyplug/host/bundle_watcher.h"
+#include "polyplug/host/crash_recovery.h"
 #include "polyplug/host/health_service.h"
 #include "polyplug/host/operation_worker.h"
 #include "polyplug/host/phase_stream.h"
@@ -88,6 +90,7 @@ std::string DefaultListenAddress() {
 
 class HostServer::Impl {
  public:
+  std::unique_ptr<CrashRecovery> recovery;  // under --supervise; outlives the runtime
   std::unique_ptr<core::Runtime> runtime;
   std::unique_ptr<BundleWatcher> watcher;  // stopped first: it mutates the runtime
   // After the runtime: its instances go before the runtime does.
@@ -104,6 +107,7 @@ class HostServer::Impl {
   core::EventJournal::ListenerId health_listener = 0;
   core::EventJournal::ListenerId log_listener = 0;
   core::EventJournal::ListenerId instances_listener = 0;
+  core::EventJournal::ListenerId recovery_listener = 0;
   bool shut_down = false;
 
   // gRPC 1.51's callback server drains its completion queue with two threads that sleep
@@ -152,6 +156,7 @@ class HostServer::Impl {
     runtime->journal().RemoveListener(health_listener);
     runtime->journal().RemoveListener(log_listener);
     runtime->journal().RemoveListener(instances_listener);
+    runtime->journal().RemoveListener(recovery_listener);
     instances.reset();  // destroys the remote instances left, while their bundles are loaded
     std::error_code ec;
     for (const fs::path& socket : unix_sockets) fs::remove(socket, ec);
@@ -212,6 +217,17 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   runtime_options.hot_reload_enabled = options.hot_reload;
   runtime_options.journal_capacity = options.journal_size;
   runtime_options.state_dir = options.state_dir;
+  if (!options.supervisor_state.empty()) {
+    auto recovery = CrashRecovery::Start(options.supervisor_state, options.supervisor_restart,
+                                         options.supervisor_fd);
+    if (!recovery.ok()) return recovery.status();
+    impl->recovery = *std::move(recovery);
+    runtime_options.state_dir = impl->recovery->state().artifacts();
+    runtime_options.admit_artifact = [recovery = impl->recovery.get()](
+                                         const core::Manifest& manifest, absl::string_view sha) {
+      return recovery->Admit(manifest, sha);
+    };
+  }
   auto runtime = core::Runtime::Create(runtime_options);
   if (!runtime.ok()) return runtime.status();
   impl->runtime = *std::move(runtime);
@@ -220,7 +236,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   impl->log_listener = rt.journal().AddListener(LogPhase);
   impl->health = std::make_unique<HealthService>();
   HealthService* health = impl->health.get();
-  impl->health_listener = rt.journal().AddListener([health](const core::PhaseEvent& e) {
+  impl->health_listener = rt.journal().AddListener([health, &rt](const core::PhaseEvent& e) {
     switch (e.phase) {
       case core::Phase::kPreparing:
         health->SetStatus(e.bundle_name, false);
@@ -228,12 +244,31 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       case core::Phase::kUnloading:
         health->Clear(e.bundle_name);
         break;
+      case core::Phase::kFailed:
+        // The previous version serves again; a version that crashed the host before this
+        // process started leaves nothing to serve when no other version is loaded.
+        if (rt.GetBundle(e.bundle_name).ok()) health->SetStatus(e.bundle_name, true);
+        break;
       default:
         health->SetStatus(e.bundle_name, true);
         break;
     }
   });
-  if (!roots.empty()) {
+  std::optional<std::vector<core::BundleSource>> restore;
+  if (CrashRecovery* recovery = impl->recovery.get()) {
+    impl->recovery_listener = rt.journal().AddListener(
+        [recovery, &rt](const core::PhaseEvent& e) { recovery->OnPhase(rt, e); });
+    // The crash this run follows comes first in its journal, then the versions restored.
+    for (core::PhaseEvent& event : recovery->CrashEvents()) rt.journal().Append(std::move(event));
+    restore = recovery->RestoreSources();
+  }
+  if (restore) {
+    auto loaded = rt.LoadAll(*restore, /*skip_unloadable=*/true);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "polyplug-host: restoring the bundles that ran before failed: %s\n",
+                   std::string(loaded.status().message()).c_str());
+    }
+  } else if (!roots.empty()) {
     // A cycle or a missing provider keeps only the bundles concerned from loading.
     auto loaded = rt.DiscoverAndLoad(roots, /*skip_unloadable=*/true);
     if (!loaded.ok()) {
@@ -268,10 +303,12 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       rt.journal().AddListener([instances](const core::PhaseEvent& e) { instances->OnPhase(e); });
   impl->worker = std::make_unique<OperationWorker>();
   impl->calls = std::make_unique<OperationWorker>(options.call_threads);
-  impl->hub = std::make_unique<PhaseHub>(rt, PhaseHubOptions{options.max_subscribers, 1024});
+  impl->hub = std::make_unique<PhaseHub>(
+      rt, PhaseHubOptions{options.max_subscribers, 1024, impl->recovery.get()});
   PluginHostServiceOptions service_options;
   service_options.bundle_roots = roots;
   service_options.auth_token = options.auth_token;
+  service_options.recovery = impl->recovery.get();
   impl->service = std::make_unique<PluginHostService>(
       rt, *impl->hub, *impl->worker, *impl->instances, *impl->calls, service_options);
   impl->reflection = std::make_unique<ReflectionService>(
@@ -357,6 +394,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   }
   impl->service->SetListenAddresses(impl->listen);
   impl->warm_thread = std::thread([raw = impl.get()] { raw->KeepWarm(); });
+  if (impl->recovery) impl->recovery->MarkReady(rt, impl->listen);
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "polyplug/host/host_server.h"
+#include "polyplug/host/supervisor.h"
 
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "Address to serve on, unix:PATH or HOST:PORT; repeatable or comma-separated. Default: "
@@ -55,6 +56,18 @@ ABSL_FLAG(absl::Duration, watch_settle, absl::Milliseconds(200),
 ABSL_FLAG(absl::Duration, instance_idle_timeout, absl::Minutes(10),
           "Remote instances made outside a session (e.g. with grpcurl) are destroyed after "
           "this long without a call. Instances of a session die with it.");
+ABSL_FLAG(bool, supervise, false,
+          "Run the server as a child process and restart it when it crashes (a bundle's "
+          "SIGSEGV or abort kills the process it runs in). The bundle version the crash is "
+          "blamed on is quarantined (FAILED, reason CRASHED, until its artifact changes); the "
+          "restarted server loads what ran before at its last healthy versions, on the same "
+          "listen addresses. --state-dir then keeps the supervisor's state.");
+ABSL_FLAG(int32_t, crash_loop_limit, 5,
+          "--supervise: give up after this many crashes in a row that no bundle is blamed for.");
+// Set by --supervise for the server it runs; not for people.
+ABSL_FLAG(std::string, supervisor_state, "", "Internal (--supervise): the supervisor's state.");
+ABSL_FLAG(int32_t, supervisor_fd, -1, "Internal (--supervise): the readiness pipe.");
+ABSL_FLAG(int32_t, supervisor_restart, 0, "Internal (--supervise): restarts so far.");
 
 namespace {
 
@@ -116,6 +129,19 @@ int main(int argc, char** argv) {
   for (std::string& arg : rest) arg_ptrs.push_back(arg.data());
   absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
 
+  if (absl::GetFlag(FLAGS_supervise)) {
+    polyplug::host::SupervisorOptions supervisor;
+    for (const std::string& arg : rest) {
+      if (arg == "--supervise" || arg.rfind("--supervise=", 0) == 0) continue;
+      supervisor.server_args.push_back(arg);
+    }
+    for (const std::string& root : bundles) supervisor.server_args.push_back("--bundles=" + root);
+    supervisor.listen = listen;
+    supervisor.state_dir = absl::GetFlag(FLAGS_state_dir);
+    supervisor.crash_loop_limit = std::max(1, absl::GetFlag(FLAGS_crash_loop_limit));
+    return polyplug::host::RunSupervisor(supervisor);
+  }
+
   // Block the stop signals before any thread starts, then wait for them on this thread.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -153,6 +179,10 @@ int main(int argc, char** argv) {
   options.watch_settle = std::max(absl::Milliseconds(10), absl::GetFlag(FLAGS_watch_settle));
   options.instance_idle_timeout =
       std::max(absl::Milliseconds(1), absl::GetFlag(FLAGS_instance_idle_timeout));
+  options.supervisor_state = absl::GetFlag(FLAGS_supervisor_state);
+  options.supervisor_fd = absl::GetFlag(FLAGS_supervisor_fd);
+  options.supervisor_restart =
+      static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_supervisor_restart)));
   if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls-cert", &options.tls_cert_pem) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls-key", &options.tls_key_pem) ||

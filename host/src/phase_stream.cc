@@ -174,7 +174,21 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
       e.set_bundle_name(b.name);
       ToProto(b.version, e.mutable_bundle_version());
       e.set_registry_revision(revision);
+      e.set_artifact_sha256(b.artifact_sha256);
       queue_.push_back(std::move(e));
+    }
+    // Versions held back because they crashed the host are part of its state too.
+    if (const CrashRecovery* recovery = hub_->options_.recovery) {
+      for (const QuarantineEntry& entry : recovery->quarantined()) {
+        if (!Wanted(entry.bundle_name)) continue;
+        v1::ReloadPhaseEvent e;
+        ToProto(CrashRecovery::EventOf(entry), &e);
+        e.set_host_epoch(runtime.host_epoch());
+        e.set_seq(seq);
+        e.set_kind(v1::EVENT_KIND_SNAPSHOT);
+        e.set_registry_revision(revision);
+        queue_.push_back(std::move(e));
+      }
     }
     v1::ReloadPhaseEvent end;
     end.set_host_epoch(runtime.host_epoch());

@@ -364,6 +364,23 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
     std::lock_guard<std::mutex> lock(listen_mu_);
     for (const std::string& a : listen_addresses_) response->add_listen_addresses(a);
   }
+  if (const CrashRecovery* recovery = options_.recovery) {
+    response->set_supervised(true);
+    response->set_restarts(recovery->restart());
+    for (const QuarantineEntry& e : recovery->quarantined()) {
+      v1::QuarantinedVersion* q = response->add_quarantined();
+      q->set_bundle_name(e.bundle_name);
+      if (auto version = core::ParseVersion(e.version); version.ok()) {
+        ToProto(*version, q->mutable_version());
+      }
+      q->set_artifact_sha256(e.sha256);
+      q->set_signal(e.signal);
+      q->set_during(e.during);
+      q->mutable_crashed_at()->set_seconds(absl::ToUnixSeconds(e.crashed_at));
+      q->set_restart(e.restart);
+      q->set_message(e.message);
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

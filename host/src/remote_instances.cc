@@ -7,6 +7,7 @@
 
 #include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
+#include "polyplug/core/crash_record.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 
@@ -54,6 +55,9 @@ absl::StatusOr<std::string> RemoteInstances::Call(const PolyplugGuestContractInt
                                 static_cast<std::string*>(context)->append(
                                     reinterpret_cast<const char*>(data), len);
                               }};
+  // Marked for the crash record: a bundle that dies in here is blamed (--supervise).
+  core::BundleCodeScope calling(core::BundleActivity::kInvoke, nullptr,
+                                reinterpret_cast<const void*>(iface.invoke), method);
   const PolyplugAbiError error = iface.invoke(
       iface.user_data, instance, PolyplugStringView{method.data(), method.size()},
       PolyplugBytesView{reinterpret_cast<const uint8_t*>(request.data()), request.size()}, &sink);

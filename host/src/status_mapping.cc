@@ -72,6 +72,7 @@ void ToProto(const core::PhaseEvent& event, v1::ReloadPhaseEvent* out) {
   out->set_message(event.message);
   out->set_registry_revision(event.registry_revision);
   out->set_live_instances(event.live_instances);
+  out->set_artifact_sha256(event.artifact_sha256);
 }
 
 void ToProto(const core::ContractEntry& entry, const core::Runtime& runtime,
@@ -106,6 +107,7 @@ void ToProto(const core::BundleInfo& bundle, const core::Runtime& runtime, v1::B
   for (const std::string& p : bundle.provides) out->add_provides(p);
   for (uint64_t d : bundle.declared_dependencies) out->add_declared_dependencies(d);
   out->set_reload_count(bundle.reload_count);
+  out->set_artifact_sha256(bundle.artifact_sha256);
   for (const core::ContractEntry& e : runtime.registry().ListBundle(bundle.id)) {
     v1::ContractHandle* h = out->add_contracts();
     h->set_contract_id(e.contract_id);

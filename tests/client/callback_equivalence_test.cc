@@ -63,6 +63,7 @@ client::PhaseEvent Comparable(const core::PhaseEvent& e) {
   out.message = e.message;
   out.registry_revision = e.registry_revision;
   out.live_instances = e.live_instances;
+  out.artifact_sha256 = e.artifact_sha256;
   return out;
 }
 

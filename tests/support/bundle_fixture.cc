@@ -1,5 +1,6 @@
 #include "support/bundle_fixture.h"
 
+#include <openssl/evp.h>
 #include <stdlib.h>
 
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -96,6 +98,17 @@ void OverwriteArtifact(const fs::path& src_bundle, const fs::path& dst_bundle) {
                     fs::copy_options::overwrite_existing);
     }
   }
+}
+
+std::string Sha256OfFile(const fs::path& path) {
+  const std::string bytes = ReadFile(path);
+  unsigned char sha[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (bytes.empty() ||
+      EVP_Digest(bytes.data(), bytes.size(), sha, &size, EVP_sha256(), nullptr) != 1) {
+    return "";
+  }
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(sha), size));
 }
 
 size_t CountFilesUnder(const fs::path& dir) {
@@ -264,10 +277,12 @@ void RuntimeTest::SetUp() { CreateRuntime(); }
 
 void RuntimeTest::TearDown() { DestroyRuntime(); }
 
-void RuntimeTest::CreateRuntime(bool hot_reload_enabled) {
+void RuntimeTest::CreateRuntime(bool hot_reload_enabled,
+                                decltype(core::RuntimeOptions::admit_artifact) admit) {
   DestroyRuntime();
   core::RuntimeOptions options;
   options.hot_reload_enabled = hot_reload_enabled;
+  options.admit_artifact = std::move(admit);
   options.state_dir = state_.path();
   options.log_sink = log_.Sink();
   options.max_log_level = core::LogLevel::kWarn;

@@ -85,6 +85,9 @@ std::string ReadFile(const std::filesystem::path& path);
 void OverwriteArtifact(const std::filesystem::path& src_bundle,
                        const std::filesystem::path& dst_bundle);
 
+// SHA-256 of a file's bytes, lowercase hex (what `sha256sum` prints); "" when unreadable.
+std::string Sha256OfFile(const std::filesystem::path& path);
+
 // Regular files anywhere under `dir` (0 when it does not exist).
 size_t CountFilesUnder(const std::filesystem::path& dir);
 
@@ -176,8 +179,10 @@ class RuntimeTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
 
-  // (Re)creates the runtime; the previous one (if any) is destroyed first.
-  void CreateRuntime(bool hot_reload_enabled = true);
+  // (Re)creates the runtime; the previous one (if any) is destroyed first. `admit` becomes
+  // RuntimeOptions::admit_artifact.
+  void CreateRuntime(bool hot_reload_enabled = true,
+                     decltype(core::RuntimeOptions::admit_artifact) admit = nullptr);
   void DestroyRuntime();
 
   core::Runtime& runtime() { return *runtime_; }

@@ -13,7 +13,7 @@
 namespace polyplug::core {
 namespace {
 
-constexpr int kLastReason = static_cast<int>(ErrorReason::kSubscriberFellBehind);
+constexpr int kLastReason = static_cast<int>(ErrorReason::kCrashed);
 
 bool IsUpperSnake(absl::string_view token) {
   if (token.empty() || token.front() == '_' || token.back() == '_') return false;
@@ -72,6 +72,7 @@ TEST(ReasonTokenTest, TokensAreTheStableWireNames) {
   EXPECT_EQ(ReasonToken(ErrorReason::kCallFailed), "CALL_FAILED");
   EXPECT_EQ(ReasonToken(ErrorReason::kLeaseExpired), "LEASE_EXPIRED");
   EXPECT_EQ(ReasonToken(ErrorReason::kSubscriberFellBehind), "SUBSCRIBER_FELL_BEHIND");
+  EXPECT_EQ(ReasonToken(ErrorReason::kCrashed), "CRASHED");
 }
 
 TEST(ReasonTest, EnumValuesAreStable) {
@@ -83,6 +84,7 @@ TEST(ReasonTest, EnumValuesAreStable) {
   EXPECT_EQ(static_cast<int>(ErrorReason::kCallFailed), 32);
   EXPECT_EQ(static_cast<int>(ErrorReason::kLeaseExpired), 33);
   EXPECT_EQ(static_cast<int>(ErrorReason::kSubscriberFellBehind), 34);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kCrashed), 35);
 }
 
 TEST(MakeErrorTest, MapsReasonsToCanonicalCodes) {

@@ -150,10 +150,61 @@ std::string HandleText(const Output& out, const v1::ContractHandle& h) {
                       h.invocable() ? ", invocable" : "", ")");
 }
 
+// Whether `status` says the connection to the host broke (which a crash of it does).
+bool ConnectionBroke(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsUnknown(status);
+}
+
+// After a call broke the connection to a host under --supervise (`before`: its GetHostInfo
+// from before the call): waits for the restarted host and returns the versions it
+// quarantined because of this crash. Empty when it did not restart or blamed no bundle.
+std::vector<v1::QuarantinedVersion> CrashedDuring(Context& ctx, const v1::HostInfo& before) {
+  client::CallOptions wait = ctx.call;
+  wait.wait_for_ready = true;
+  auto after = ctx.client.GetHostInfo(wait);
+  std::vector<v1::QuarantinedVersion> crashed;
+  if (!after.ok() || after->host_epoch() == before.host_epoch()) return crashed;
+  for (const v1::QuarantinedVersion& q : after->quarantined()) {
+    if (q.restart() > before.restarts()) crashed.push_back(q);
+  }
+  ctx.out.Note(absl::StrCat("the host crashed; its supervisor restarted it (restart ",
+                            after->restarts(), ")"));
+  return crashed;
+}
+
+// A reload that crashed the host, as the host would have answered it had it lived.
+v1::ReloadResponse CrashedReload(const std::vector<v1::QuarantinedVersion>& crashed) {
+  v1::ReloadResponse response;
+  response.set_outcome(v1::RELOAD_OUTCOME_FAILED);
+  response.set_reason(v1::FAILURE_REASON_CRASHED);
+  response.set_message(crashed.front().message());
+  response.set_bundle_name(crashed.front().bundle_name());
+  for (const v1::QuarantinedVersion& q : crashed) {
+    v1::ReloadPhaseEvent* e = response.add_events();
+    e->set_kind(v1::EVENT_KIND_PHASE);
+    e->set_phase(v1::PHASE_FAILED);
+    e->set_bundle_name(q.bundle_name());
+    *e->mutable_bundle_version() = q.version();
+    *e->mutable_time() = q.crashed_at();
+    e->set_reason(v1::FAILURE_REASON_CRASHED);
+    e->set_message(q.message());
+    e->set_artifact_sha256(q.artifact_sha256());
+  }
+  return response;
+}
+
 int RunReload(Context& ctx) {
   const std::string& bundle = ctx.args.operands()[0];
   const std::string target = bundle.find('/') != std::string::npos ? HostPath(bundle) : bundle;
+  // A bundle that crashes the host kills the connection before any answer; a supervised
+  // host comes back and says what crashed. Its epoch before tells the restart apart.
+  auto before = ctx.client.GetHostInfo(ctx.call);
   auto response = ctx.client.Reload(target, ctx.call);
+  if (!response.ok() && ConnectionBroke(response.status()) && before.ok() && before->supervised()) {
+    if (auto crashed = CrashedDuring(ctx, *before); !crashed.empty()) {
+      response = CrashedReload(crashed);
+    }
+  }
   if (!response.ok()) {
     ctx.out.Error(absl::StrCat("reload ", bundle), response.status());
     return ExitCodeOf(response.status());
@@ -187,8 +238,12 @@ int RunReload(Context& ctx) {
       ctx.out.Line(absl::StrCat(ctx.out.PhaseWord(v1::PHASE_FAILED), " ", response->bundle_name(),
                                 ": [", client::ReasonToken(response->reason()), "] ",
                                 response->message()));
-      ctx.out.Line(absl::StrCat("  the previous version ", previous_version,
-                                previous_version.empty() ? "" : " ", "is still live"));
+      if (response->reason() == v1::FAILURE_REASON_CRASHED && previous_version.empty()) {
+        ctx.out.Line("  the host restarted with the last healthy version of each bundle");
+      } else {
+        ctx.out.Line(absl::StrCat("  the previous version ", previous_version,
+                                  previous_version.empty() ? "" : " ", "is still live"));
+      }
     }
     for (const v1::ReloadPhaseEvent& e : response->events()) {
       ctx.out.Line(absl::StrCat("  ", ctx.out.EventText(e)));
@@ -328,7 +383,15 @@ int RunCall(Context& ctx) {
     buffer << in.rdbuf();
     request = buffer.str();
   }
+  auto before = ctx.client.GetHostInfo(ctx.call);
   auto response = ctx.client.InvokeOnce(contract, method, request, min_version, ctx.call);
+  if (!response.ok() && ConnectionBroke(response.status()) && before.ok() && before->supervised()) {
+    if (auto crashed = CrashedDuring(ctx, *before); !crashed.empty()) {
+      // As the host words its errors: "[REASON] message".
+      response = absl::FailedPreconditionError(absl::StrCat(
+          "[", client::ReasonToken(v1::FAILURE_REASON_CRASHED), "] ", crashed.front().message()));
+    }
+  }
   if (!response.ok()) {
     ctx.out.Error(absl::StrCat("call ", contract, " ", method), response.status());
     return ExitCodeOf(response.status());
@@ -356,21 +419,31 @@ int RunInfo(Context& ctx) {
   }
   const absl::Duration uptime =
       absl::Seconds(info->uptime().seconds()) + absl::Nanoseconds(info->uptime().nanos());
-  PrintTable(ctx.out, {{"polyplug-host", info->version()},
-                       {"target", ctx.client.target()},
-                       {"listening on", absl::StrJoin(info->listen_addresses(), ", ")},
-                       {"host epoch", absl::StrCat(info->host_epoch())},
-                       {"uptime", absl::FormatDuration(absl::Trunc(uptime, absl::Seconds(1)))},
-                       {"bundle roots", absl::StrJoin(info->bundle_roots(), ", ")},
-                       {"hot reload", info->hot_reload_enabled() ? "enabled" : "disabled"},
-                       {"bundles", absl::StrCat(info->bundle_count())},
-                       {"contracts", absl::StrCat(info->contract_count())},
-                       {"registry revision", absl::StrCat(info->registry_revision())},
-                       {"events", absl::StrCat("seq ", info->earliest_seq(), "..", info->last_seq(),
-                                               " kept (capacity ", info->journal_capacity(), ")")},
-                       {"subscribers", absl::StrCat(info->subscriber_count())},
-                       {"remote instances", absl::StrCat(info->instance_count(), " in ",
-                                                         info->session_count(), " session(s)")}});
+  PrintTable(ctx.out,
+             {{"polyplug-host", info->version()},
+              {"target", ctx.client.target()},
+              {"listening on", absl::StrJoin(info->listen_addresses(), ", ")},
+              {"host epoch", absl::StrCat(info->host_epoch())},
+              {"uptime", absl::FormatDuration(absl::Trunc(uptime, absl::Seconds(1)))},
+              {"bundle roots", absl::StrJoin(info->bundle_roots(), ", ")},
+              {"hot reload", info->hot_reload_enabled() ? "enabled" : "disabled"},
+              {"bundles", absl::StrCat(info->bundle_count())},
+              {"contracts", absl::StrCat(info->contract_count())},
+              {"registry revision", absl::StrCat(info->registry_revision())},
+              {"events", absl::StrCat("seq ", info->earliest_seq(), "..", info->last_seq(),
+                                      " kept (capacity ", info->journal_capacity(), ")")},
+              {"subscribers", absl::StrCat(info->subscriber_count())},
+              {"remote instances",
+               absl::StrCat(info->instance_count(), " in ", info->session_count(), " session(s)")},
+              {"supervised", info->supervised()
+                                 ? absl::StrCat("yes, restarted ", info->restarts(), " time(s)")
+                                 : "no"}});
+  for (const v1::QuarantinedVersion& q : info->quarantined()) {
+    ctx.out.Line(absl::StrCat("quarantined: ", q.bundle_name(), " ",
+                              Output::VersionText(q.version()), " (artifact sha256 ",
+                              q.artifact_sha256().substr(0, 12), "): ", q.signal(), " in ",
+                              q.during()));
+  }
   return kExitOk;
 }
 

@@ -51,6 +51,8 @@ struct PhaseEvent {
   std::string message;  // the failure, or a warning for other phases
   uint64_t registry_revision = 0;
   uint64_t live_instances = 0;  // kPreparing/kUnloading: counted instances still alive
+  // SHA-256 (lowercase hex) of the artifact now live (kLoaded, kReloaded) or that failed.
+  std::string artifact_sha256;
 
   bool IsTerminal() const { return phase == Phase::kReloaded || phase == Phase::kFailed; }
   friend bool operator==(const PhaseEvent&, const PhaseEvent&) = default;
@@ -83,6 +85,7 @@ struct BundleState {
   uint64_t id = 0;
   std::string name;
   Version version;
+  std::string artifact_sha256;  // of the artifact loaded
   friend bool operator==(const BundleState&, const BundleState&) = default;
 };
 
@@ -94,6 +97,9 @@ struct Resynced {
   uint64_t seq = 0;
   uint64_t registry_revision = 0;
   std::vector<BundleState> bundles;  // sorted by name
+  // Under polyplug-host --supervise: the bundle versions that crashed the host and are
+  // refused, each as its FAILED event (reason CRASHED), oldest first.
+  std::vector<PhaseEvent> quarantined;
 };
 
 // The token of a reason without its prefix: FAILURE_REASON_MANIFEST_INVALID ->

@@ -35,7 +35,8 @@ struct PhaseHandlers {
   std::function<void(const HostRestarted&)> on_host_restarted;
   // The subscription holds a complete picture again: after the first connection, after a
   // host restart, or after events were lost to the host's journal. Events after
-  // `Resynced::seq` follow.
+  // `Resynced::seq` follow. After a restart of a host under --supervise, on_failed runs next
+  // for each version newly quarantined because it crashed the host (reason CRASHED).
   std::function<void(const Resynced&)> on_resynced;
   // The stream broke (`status` says why) and the subscription is reconnecting, or it is
   // connected again (`status` OK). Reconnects resume after the last seq seen.

@@ -50,6 +50,7 @@ enum class ErrorReason : int {
   kCallFailed = 32,                   // the bundle's create_instance or method returned an error
   kLeaseExpired = 33,  // the instance's session ended or it sat idle too long; or no such session
   kSubscriberFellBehind = 34,  // a phase stream was ended because its reader kept too far behind
+  kCrashed = 35,  // this artifact crashed the host process (--supervise): it is quarantined
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.

@@ -15,9 +15,33 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "polyplug/abi.h"
+#include "polyplug/core/crash_record.h"
 #include "polyplug/core/manifest.h"
 
 namespace polyplug::core {
+
+// A private copy of a bundle's artifact and the SHA-256 of its bytes, made before the
+// reload flow's PREPARING so that the bytes admitted (RuntimeOptions::admit_artifact) are
+// the bytes opened. Destroying it removes the copy unless NativeLoader::Open took it.
+class StagedArtifact {
+ public:
+  StagedArtifact(StagedArtifact&& other) noexcept;
+  StagedArtifact& operator=(StagedArtifact&&) = delete;
+  StagedArtifact(const StagedArtifact&) = delete;
+  ~StagedArtifact();
+
+  const std::filesystem::path& source() const { return source_; }  // in the bundle dir
+  const std::filesystem::path& copy() const { return copy_; }
+  const std::string& sha256() const { return sha256_; }  // lowercase hex
+
+ private:
+  friend class NativeLoader;
+  StagedArtifact() = default;
+
+  std::filesystem::path source_;
+  std::filesystem::path copy_;
+  std::string sha256_;
+};
 
 // An opened bundle image. Destroying it closes the library and removes the private copy.
 class NativeLibrary {
@@ -27,7 +51,10 @@ class NativeLibrary {
   NativeLibrary& operator=(const NativeLibrary&) = delete;
 
   const std::filesystem::path& private_copy() const { return private_copy_; }
+  const std::string& sha256() const { return sha256_; }
   PolyplugInitFn init() const { return init_; }
+  // The image's entry in the crash record (empty when none is installed).
+  const CrashRecordImage& crash_record_image() const { return crash_record_image_; }
 
   // Closes the library now and reports whether its image left the process's mappings.
   // Returns a warning text (empty when the image is gone). Idempotent.
@@ -39,7 +66,9 @@ class NativeLibrary {
 
   void* handle_ = nullptr;
   std::filesystem::path private_copy_;
+  std::string sha256_;
   PolyplugInitFn init_ = nullptr;
+  CrashRecordImage crash_record_image_;
 };
 
 class NativeLoader {
@@ -61,9 +90,16 @@ class NativeLoader {
   static absl::Status CheckArtifact(const std::filesystem::path& artifact,
                                     absl::string_view bundle);
 
-  // Copies, dlopens (RTLD_NOW | RTLD_LOCAL) and checks the ABI version and the init
-  // symbol. Does not call init.
-  absl::StatusOr<std::unique_ptr<NativeLibrary>> Open(const Manifest& manifest);
+  // Copies `artifact` (from ResolveArtifact) to a private, never-reused path and hashes
+  // what it copied.
+  absl::StatusOr<StagedArtifact> Stage(const Manifest& manifest,
+                                       const std::filesystem::path& artifact);
+
+  // Checks the staged copy (CheckArtifact), dlopens it (RTLD_NOW | RTLD_LOCAL) and checks
+  // the ABI version and the init symbol. Does not call init. Errors name the artifact in
+  // the bundle directory.
+  absl::StatusOr<std::unique_ptr<NativeLibrary>> Open(const Manifest& manifest,
+                                                      StagedArtifact staged);
 
  private:
   std::filesystem::path state_dir_;

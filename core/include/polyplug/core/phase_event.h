@@ -40,6 +40,9 @@ struct PhaseEvent {
   uint64_t registry_revision = 0;  // the registry revision when the event was recorded
   // kPreparing/kUnloading: counted instances alive when the phase was announced.
   uint64_t live_instances = 0;
+  // SHA-256 (lowercase hex) of the artifact: the one now live on kLoaded/kReloaded, the
+  // one that failed on kFailed (empty when it was not read, e.g. a bad manifest).
+  std::string artifact_sha256;
 
   bool IsTerminal() const { return phase == Phase::kReloaded || phase == Phase::kFailed; }
 };

@@ -41,6 +41,19 @@ struct RuntimeOptions {
   LogLevel max_log_level = LogLevel::kWarn;
   // 0: a random epoch. Tests may fix it.
   uint64_t host_epoch = 0;
+  // Asked before every load and reload opens an artifact, with the SHA-256 (lowercase hex)
+  // of its bytes; an error refuses it (a reload then fires FAILED with the error's reason
+  // before PREPARING, as for a missing artifact). Runs on the mutating thread. Null: all
+  // are admitted. polyplug-host --supervise refuses versions that crashed the host.
+  std::function<absl::Status(const Manifest& manifest, absl::string_view sha256)> admit_artifact;
+};
+
+// Where a bundle is loaded from. `dir` is the bundle's directory: what reloads, listings
+// and polyplug_init's bundle_dir name. `files`, when set, is another directory holding the
+// manifest and artifact to load this time (a copy of an earlier version of the bundle).
+struct BundleSource {
+  std::filesystem::path dir;
+  std::filesystem::path files;
 };
 
 struct BundleInfo {
@@ -49,6 +62,8 @@ struct BundleInfo {
   Version version;
   std::filesystem::path dir;
   std::filesystem::path artifact;
+  std::string artifact_sha256;  // of the bytes loaded (lowercase hex)
+  std::filesystem::path image;  // the private copy that is mapped
   std::string loader;
   bool needs_reinit_on_dep_reload = false;
   std::vector<std::string> provides;            // "name@major"
@@ -81,6 +96,7 @@ class Runtime {
   // check registrations == provides, publish, then LOADED. A failure publishes nothing,
   // fires nothing, and returns the error.
   absl::StatusOr<BundleInfo> LoadBundle(const std::filesystem::path& path);
+  absl::StatusOr<BundleInfo> LoadBundle(const BundleSource& source);
 
   // Hot reload following reference 5.5. `path` names a loaded bundle's directory or a file
   // in it. Request errors (HOT_RELOAD_DISABLED, BUNDLE_NOT_FOUND) are returned as a
@@ -101,6 +117,10 @@ class Runtime {
   // are skipped; a bundle that fails to load is logged and skipped with its dependents.
   absl::StatusOr<std::vector<BundleInfo>> DiscoverAndLoad(
       const std::vector<std::filesystem::path>& roots, bool skip_unloadable = false);
+  // DiscoverAndLoad's ordering and loading for a given list of bundles (first wins for a
+  // directory listed twice). A manifest that cannot be read is logged and skipped.
+  absl::StatusOr<std::vector<BundleInfo>> LoadAll(const std::vector<BundleSource>& sources,
+                                                  bool skip_unloadable = false);
 
   // Lookups: lock-free, see Registry.
   absl::StatusOr<ContractHandle> Find(uint64_t contract_id, uint32_t min_major) const {
@@ -146,6 +166,9 @@ class Runtime {
  private:
   class Impl;
   explicit Runtime(RuntimeOptions options);
+  // DiscoverAndLoad and LoadAll past reading the manifests.
+  absl::StatusOr<std::vector<BundleInfo>> LoadInOrder(
+      std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable);
 
   RuntimeOptions options_;
   EventJournal journal_;

@@ -34,6 +34,12 @@ struct HostServerOptions {
   // Reload bundles when their files change (BundleWatcher); needs bundle roots.
   bool watch = false;
   absl::Duration watch_settle = absl::Milliseconds(200);
+  // Set by polyplug-host --supervise for the server it runs (CrashRecovery): the
+  // supervisor's state directory (state_dir is ignored then), the pipe to report readiness
+  // on, and how many times it restarted the server before.
+  std::filesystem::path supervisor_state;
+  int supervisor_fd = -1;
+  uint32_t supervisor_restart = 0;
 };
 
 // unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock.

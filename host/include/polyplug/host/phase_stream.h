@@ -18,6 +18,7 @@
 
 #include "absl/strings/string_view.h"
 #include "polyplug/core/runtime.h"
+#include "polyplug/host/crash_recovery.h"
 #include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
@@ -30,6 +31,8 @@ class PhaseStream;
 struct PhaseHubOptions {
   size_t max_subscribers = 256;     // more are refused with RESOURCE_EXHAUSTED
   size_t max_queued_events = 1024;  // per subscriber, before it is told it fell behind
+  // Under --supervise: snapshots also list the quarantined versions (phase FAILED).
+  const CrashRecovery* recovery = nullptr;
 };
 
 class PhaseHub {

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "polyplug/core/runtime.h"
+#include "polyplug/host/crash_recovery.h"
 #include "polyplug/host/operation_worker.h"
 #include "polyplug/host/phase_stream.h"
 #include "polyplug/host/remote_instances.h"
@@ -29,6 +30,7 @@ struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
   std::string auth_token;                           // empty: no authentication
   absl::Time started = absl::Now();
+  const CrashRecovery* recovery = nullptr;  // under --supervise: restarts and quarantine
 };
 
 class PluginHostService final : public v1::PluginHost::CallbackService {
