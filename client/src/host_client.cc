@@ -284,6 +284,14 @@ absl::StatusOr<v1::HostInfo> HostClient::GetHostInfo(const CallOptions& call) {
                                    call);
 }
 
+absl::StatusOr<std::string> HostClient::Echo(absl::string_view payload, const CallOptions& call) {
+  v1::EchoRequest request;
+  request.set_payload(std::string(payload));
+  auto response = impl_->Call<v1::EchoResponse>(&v1::PluginHost::Stub::Echo, request, call);
+  if (!response.ok()) return response.status();
+  return std::move(*response->mutable_payload());
+}
+
 absl::StatusOr<ServingStatus> HostClient::CheckHealth(absl::string_view service,
                                                       const CallOptions& call) {
   const internal::Connection& connection = impl_->connection();

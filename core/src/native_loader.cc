@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <fcntl.h>
+#include <link.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -142,14 +143,22 @@ void RemoveCopy(const fs::path& copy) {
   fs::remove(copy.parent_path(), ec);  // only succeeds once empty
 }
 
-bool IsMapped(const fs::path& file) {
-  std::ifstream maps("/proc/self/maps");
-  std::string line;
-  const std::string needle = file.string();
-  while (std::getline(maps, line)) {
-    if (line.size() >= needle.size() && line.find(needle) != std::string::npos) return true;
-  }
-  return false;
+// Whether the dynamic linker still has `file` loaded (after dlclose: it could not unload
+// it). Walks the loader's own list rather than /proc/self/maps, which costs the kernel
+// far more to print than the whole dlopen.
+bool IsStillLoaded(const fs::path& file) {
+  struct Search {
+    const char* path;
+    bool found = false;
+  } search{file.c_str()};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        auto* s = static_cast<Search*>(data);
+        s->found = info->dlpi_name != nullptr && std::strcmp(info->dlpi_name, s->path) == 0;
+        return s->found ? 1 : 0;
+      },
+      &search);
+  return search.found;
 }
 
 }  // namespace
@@ -179,7 +188,7 @@ std::string NativeLibrary::Close() {
   handle_ = nullptr;
   init_ = nullptr;
   std::string warning;
-  if (IsMapped(private_copy_)) {
+  if (IsStillLoaded(private_copy_)) {
     warning = absl::StrCat(
         "bundle image ", private_copy_.string(),
         " is still mapped after dlclose: it has GNU unique symbols (STB_GNU_UNIQUE, GCC's "
@@ -191,7 +200,8 @@ std::string NativeLibrary::Close() {
   return warning;
 }
 
-NativeLoader::NativeLoader(fs::path state_dir) : state_dir_(std::move(state_dir)) {}
+NativeLoader::NativeLoader(fs::path state_dir, bool hash)
+    : state_dir_(std::move(state_dir)), hash_(hash) {}
 
 absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest) {
   const fs::path file(manifest.file);
@@ -242,7 +252,14 @@ absl::StatusOr<StagedArtifact> NativeLoader::Stage(const Manifest& manifest,
   staged.source_ = artifact;
   const fs::path copy = copy_dir / absl::StrCat(getpid(), "-", next_copy_.fetch_add(1), "-",
                                                 artifact.filename().string());
-  auto sha256 = CopyAndHash(artifact, copy);
+  absl::StatusOr<std::string> sha256;
+  if (hash_) {
+    sha256 = CopyAndHash(artifact, copy);
+  } else {
+    // The kernel copies (copy_file_range) without the bytes passing through here.
+    fs::copy_file(artifact, copy, ec);
+    sha256 = ec ? absl::StatusOr<std::string>(absl::InternalError(ec.message())) : "";
+  }
   if (!sha256.ok()) {
     RemoveCopy(copy);
     return MakeError(ErrorReason::kArtifactNotLoadable,

@@ -90,7 +90,8 @@ class Runtime::Impl {
 
   Impl(Runtime* runtime, fs::path state_dir, bool owns_state_dir)
       : runtime_(runtime),
-        loader_(state_dir),
+        loader_(state_dir, runtime->options_.hash_artifacts ||
+                               static_cast<bool>(runtime->options_.admit_artifact)),
         state_dir_(std::move(state_dir)),
         owns_state_dir_(owns_state_dir) {
     api_.runtime = this;
@@ -741,6 +742,13 @@ class Runtime::Impl {
     return info;
   }
 
+  absl::StatusOr<std::pair<std::string, Version>> NameAndVersion(uint64_t id) const {
+    std::lock_guard<std::mutex> lock(bundles_mu_);
+    auto it = bundles_.find(id);
+    if (it == bundles_.end()) return BundleNotFound(FormatBundleId(id));
+    return std::make_pair(it->second.manifest.name, it->second.manifest.version);
+  }
+
   absl::Status BundleNotFound(absl::string_view name) const {
     return MakeError(ErrorReason::kBundleNotFound,
                      absl::StrCat("no bundle named \"", name, "\" is loaded"));
@@ -1030,6 +1038,10 @@ std::vector<BundleInfo> Runtime::ListBundles() const { return impl_->List(); }
 
 absl::StatusOr<BundleInfo> Runtime::GetBundle(absl::string_view name) const {
   return impl_->Get(name);
+}
+
+absl::StatusOr<std::pair<std::string, Version>> Runtime::BundleNameAndVersion(uint64_t id) const {
+  return impl_->NameAndVersion(id);
 }
 
 const fs::path& Runtime::state_dir() const { return impl_->state_dir(); }

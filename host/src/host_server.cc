@@ -217,6 +217,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   runtime_options.hot_reload_enabled = options.hot_reload;
   runtime_options.journal_capacity = options.journal_size;
   runtime_options.state_dir = options.state_dir;
+  runtime_options.hash_artifacts = options.hash_artifacts;
   if (!options.supervisor_state.empty()) {
     auto recovery = CrashRecovery::Start(options.supervisor_state, options.supervisor_restart,
                                          options.supervisor_fd);

@@ -116,11 +116,8 @@ absl::StatusOr<uint64_t> RemoteInstances::Create(core::ContractHandle handle,
   while (true) {
     absl::StatusOr<core::ContractEntry> entry = runtime_.registry().Describe(handle);
     if (!entry.ok()) return entry.status();
-    std::string bundle_name;
-    for (const core::BundleInfo& b : runtime_.ListBundles()) {
-      if (b.id == entry->bundle_id) bundle_name = b.name;
-    }
-    const std::string label = LabelOf(*entry, bundle_name);
+    auto bundle = runtime_.BundleNameAndVersion(entry->bundle_id);
+    const std::string label = LabelOf(*entry, bundle.ok() ? bundle->first : "");
     if (!entry->has_invoke) {
       return MakeError(ErrorReason::kNotInvocable,
                        absl::StrCat(label,

@@ -87,12 +87,9 @@ void ToProto(const core::ContractEntry& entry, const core::Runtime& runtime,
   out->set_host_epoch(runtime.host_epoch());
   out->set_registry_revision(runtime.registry().revision());
   out->set_invocable(entry.has_invoke);
-  for (const core::BundleInfo& b : runtime.ListBundles()) {
-    if (b.id == entry.bundle_id) {
-      out->set_provider_bundle_name(b.name);
-      ToProto(b.version, out->mutable_provider_version());
-      break;
-    }
+  if (auto bundle = runtime.BundleNameAndVersion(entry.bundle_id); bundle.ok()) {
+    out->set_provider_bundle_name(bundle->first);
+    ToProto(bundle->second, out->mutable_provider_version());
   }
 }
 

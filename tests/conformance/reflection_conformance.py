@@ -58,6 +58,7 @@ HOST_METHODS = {
     "CreateInstance": (False, False),
     "Invoke": (False, False),
     "DestroyInstance": (False, False),
+    "Echo": (False, False),
 }
 HEALTH_METHODS = {"Check": (False, False), "Watch": (False, True)}
 

@@ -41,6 +41,7 @@ enum Rpc : uint8_t {
   kCreateInstance,
   kInvoke,
   kDestroyInstance,
+  kEcho,
   kRpcCount,
 };
 
@@ -224,6 +225,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       parsed = Unary<v1::DestroyInstanceRequest, v1::DestroyInstanceResponse>(
           data, size,
           [&](auto* c, const auto& q, auto* r) { return stub.DestroyInstance(c, q, r); });
+      break;
+    case kEcho:
+      parsed = Unary<v1::EchoRequest, v1::EchoResponse>(
+          data, size, [&](auto* c, const auto& q, auto* r) { return stub.Echo(c, q, r); });
       break;
     default:
       break;

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "host/host_fixture.h"
@@ -120,6 +121,12 @@ std::vector<MethodCall> EveryMethod(const std::string& load_path) {
                      request.mutable_instance()->set_instance_id(1);
                      v1::DestroyInstanceResponse response;
                      return stub.DestroyInstance(ContextWith(auth).get(), request, &response);
+                   }});
+  calls.push_back({"Echo", [](v1::PluginHost::Stub& stub, const std::string& auth) {
+                     v1::EchoRequest request;
+                     request.set_payload("ping");
+                     v1::EchoResponse response;
+                     return stub.Echo(ContextWith(auth).get(), request, &response);
                    }});
   calls.push_back(
       {"SubscribeReloadPhases", [](v1::PluginHost::Stub& stub, const std::string& auth) {
@@ -248,6 +255,14 @@ TEST_F(SecurityControlsTest, EveryPluginHostMethodNeedsTheToken) {
   const fs::path loadable = CopyTestBundle("stateless", root());
   const v1::HostInfo before = HostInfoOf(host->stub());
   ASSERT_THAT(BundleNamesOf(host->stub()), ::testing::ElementsAre("counter"));
+  // EveryMethod really is every method the service declares.
+  std::vector<std::string> declared, covered;
+  const google::protobuf::ServiceDescriptor* service =
+      v1::HostInfo::descriptor()->file()->FindServiceByName("PluginHost");
+  ASSERT_NE(service, nullptr);
+  for (int i = 0; i < service->method_count(); ++i) declared.push_back(service->method(i)->name());
+  for (const MethodCall& method : EveryMethod(loadable.string())) covered.push_back(method.name);
+  EXPECT_THAT(covered, ::testing::UnorderedElementsAreArray(declared));
 
   for (const MethodCall& method : EveryMethod(loadable.string())) {
     for (const std::string& authorization : BadAuthorizations()) {

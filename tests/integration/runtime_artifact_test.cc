@@ -44,7 +44,15 @@ class RuntimeArtifactTest : public RuntimeTest {
   std::vector<std::string> asked_;
 };
 
+TEST_F(RuntimeArtifactTest, WithoutHashingNoDigestIsReported) {
+  auto info = runtime().LoadBundle(Copy("counter_v1"));
+  ASSERT_THAT(info.status(), IsOk());
+  EXPECT_EQ(info->artifact_sha256, "");
+  EXPECT_EQ(recorder().events().at(0).artifact_sha256, "");
+}
+
 TEST_F(RuntimeArtifactTest, LoadAndReloadReportTheSha256OfTheBytesLoaded) {
+  CreateRefusingRuntime();  // admits everything: refused_ is empty; admission hashes
   const fs::path dir = Copy("counter_v1");
   auto info = runtime().LoadBundle(dir);
   ASSERT_THAT(info.status(), IsOk());
@@ -101,6 +109,7 @@ TEST_F(RuntimeArtifactTest, ALoadRefusedByAdmissionReturnsTheErrorAndPublishesNo
 }
 
 TEST_F(RuntimeArtifactTest, ABundleLoadedFromAKeptCopyLivesInItsOwnDirectory) {
+  CreateRefusingRuntime();  // for the digest
   // Its directory holds v2 now; the kept copy holds v1, which is what loads.
   const fs::path dir = Copy("counter_v1");
   OverwriteArtifact(TestBundleDir("counter_v2"), dir);

@@ -93,6 +93,8 @@ class HostClient {
   absl::StatusOr<host::v1::ListContractsResponse> ListContracts(absl::string_view bundle = "",
                                                                 const CallOptions& call = {});
   absl::StatusOr<host::v1::HostInfo> GetHostInfo(const CallOptions& call = {});
+  // The host answers `payload` back and does nothing else: a ping.
+  absl::StatusOr<std::string> Echo(absl::string_view payload, const CallOptions& call = {});
   // grpc.health.v1 Check: "" is the host itself, a bundle's name that loaded bundle;
   // kServiceUnknown for a name the host does not know.
   absl::StatusOr<ServingStatus> CheckHealth(absl::string_view service = "",

@@ -41,7 +41,8 @@ struct PhaseEvent {
   // kPreparing/kUnloading: counted instances alive when the phase was announced.
   uint64_t live_instances = 0;
   // SHA-256 (lowercase hex) of the artifact: the one now live on kLoaded/kReloaded, the
-  // one that failed on kFailed (empty when it was not read, e.g. a bad manifest).
+  // one that failed on kFailed. Empty when the runtime does not hash artifacts
+  // (RuntimeOptions::hash_artifacts) or did not get as far as reading it.
   std::string artifact_sha256;
 
   bool IsTerminal() const { return phase == Phase::kReloaded || phase == Phase::kFailed; }

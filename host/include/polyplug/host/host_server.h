@@ -20,6 +20,7 @@ struct HostServerOptions {
   std::vector<std::filesystem::path> bundle_roots;
   std::filesystem::path state_dir;  // empty: a private temp dir
   bool hot_reload = true;
+  bool hash_artifacts = false;  // SHA-256 of every artifact loaded (implied by supervision)
   size_t journal_size = 4096;
   std::string auth_token;                                    // empty: no authentication
   std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;  // TLS when cert and key are set

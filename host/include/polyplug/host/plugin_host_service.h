@@ -2,10 +2,12 @@
 //
 // Lookups and listings answer on the gRPC thread (they never wait for a reload);
 // Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there;
-// CreateInstance, Invoke and DestroyInstance run the bundle's code on the call pool.
+// CreateInstance, Invoke and DestroyInstance run the bundle's code on the call pool, but
+// for one Invoke at a time, which runs on the gRPC thread (see Invoke).
 #ifndef POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
 #define POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
 
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <string>
@@ -82,6 +84,9 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   grpc::ServerUnaryReactor* DestroyInstance(grpc::CallbackServerContext* context,
                                             const v1::DestroyInstanceRequest* request,
                                             v1::DestroyInstanceResponse* response) override;
+  grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* context,
+                                 const v1::EchoRequest* request,
+                                 v1::EchoResponse* response) override;
 
  private:
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
@@ -107,6 +112,9 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   OperationWorker& worker_;
   RemoteInstances& instances_;
   OperationWorker& calls_;
+  // Invoke calls running on a gRPC thread (at most kInlineCalls; see Invoke).
+  static constexpr int kInlineCalls = 1;
+  std::atomic<int> inline_calls_{0};
   const PluginHostServiceOptions options_;
   mutable std::mutex listen_mu_;
   std::vector<std::string> listen_addresses_;
