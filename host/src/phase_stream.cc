@@ -37,6 +37,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
   // offered meanwhile wait and are de-duplicated by seq afterwards.
   void Start() {
     std::lock_guard<std::mutex> lock(mu_);
+    started_ = true;
     core::Runtime& runtime = hub_->runtime_;
     const uint64_t epoch = runtime.host_epoch();
     if (request_.has_resume_after()) {
@@ -87,10 +88,12 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     StartSendInitialMetadata();
   }
 
-  // A live journal event (from the mutating thread). Never blocks on the network.
+  // A live journal event (from the mutating thread). Never blocks on the network. An
+  // event offered before Start() (the stream was just added) is already in the journal,
+  // which Start() reads.
   void Offer(const core::PhaseEvent& event) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (finishing_ || event.seq <= last_covered_seq_) return;
+    if (!started_ || finishing_ || event.seq <= last_covered_seq_) return;
     EnqueuePhaseLocked(event);
     WriteNextLocked();
   }
@@ -258,6 +261,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
   absl::Duration heartbeat_ = absl::ZeroDuration();
 
   std::mutex mu_;
+  bool started_ = false;
   std::deque<v1::ReloadPhaseEvent> queue_;
   v1::ReloadPhaseEvent current_;  // the message being written; must outlive the write
   bool writing_ = false;
