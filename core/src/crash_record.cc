@@ -81,7 +81,7 @@ int32_t ThisThreadId() { return static_cast<int32_t>(syscall(SYS_gettid)); }
 
 void CopyText(char* out, size_t capacity, absl::string_view text) {
   const size_t n = std::min(capacity - 1, text.size());
-  std::memcpy(out, text.data(), n);
+  if (n > 0) std::memcpy(out, text.data(), n);  // an empty view's data() may be null
   out[n] = '\0';
 }
 
