@@ -17,13 +17,11 @@
 // flat from 10 to 1,000 contracts. Run with --benchmark_format=json for numbers to keep;
 // cpu_time is the figure (the reloaders share the 2 cores, which inflates real_time).
 #include <benchmark/benchmark.h>
-#include <dlfcn.h>
 #include <stdlib.h>
-
-#include <filesystem>
 
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -31,6 +29,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "floor_load.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/core/registry.h"
 #include "polyplug/core/runtime.h"
@@ -184,25 +183,12 @@ void BM_RuntimeReload(benchmark::State& state) {
 
 void BM_FloorLoad(benchmark::State& state) {
   ScratchBundle scratch;
-  static const PolyplugHostApi api = [] {
-    PolyplugHostApi a{};
-    a.register_guest_contract = [](const PolyplugHostApi*, const PolyplugPluginDescriptor*,
-                                   const PolyplugGuestContractInterface*, PolyplugAbiError* err) {
-      if (err != nullptr) *err = {POLYPLUG_ABI_OK, {nullptr, 0}};
-    };
-    return a;
-  }();
   const std::filesystem::path library = scratch.dir / "counter" / "libcounter.so";
   int n = 0;
   for (auto _ : state) {
-    const std::filesystem::path copy = scratch.dir / absl::StrCat("copy-", n++, ".so");
-    std::filesystem::copy_file(library, copy);
-    void* handle = dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
-    auto init = reinterpret_cast<PolyplugInitFn>(dlsym(handle, "polyplug_init"));
-    const PolyplugBundleInitContext context{1, {nullptr, 0}, {"counter", 7}, {1, 0, 0}};
-    if (init == nullptr || init(&api, &context).code != POLYPLUG_ABI_OK) std::abort();
-    dlclose(handle);
-    std::filesystem::remove(copy);
+    const std::string error =
+        polyplug::bench::LoadInitUnload(library, scratch.dir / absl::StrCat("copy-", n++, ".so"));
+    if (!error.empty()) std::abort();
   }
 }
 

@@ -23,7 +23,6 @@
 // per figure.
 //
 // polyplug-bench [--json] [--quick] [--section NAME]... [--sporadic-calls N]
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -59,6 +58,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "floor_load.h"
 #include "polyplug/abi.h"
 #include "polyplug/client/host_client.h"
 #include "polyplug/client/subscription.h"
@@ -333,37 +333,12 @@ void RunRpc(const Options& options, Report& report) {
 
 // ---- reload --------------------------------------------------------------------------
 
-// copy + dlopen + polyplug_init + dlclose of `library` in this process, with a host API
-// that accepts every registration: the work a reload cannot avoid.
+// The reload floor (floor_load.h), timed.
 double InProcessLoadUs(const fs::path& library, const fs::path& scratch, int n) {
-  static const PolyplugHostApi api = [] {
-    PolyplugHostApi a{};
-    a.register_guest_contract = [](const PolyplugHostApi*, const PolyplugPluginDescriptor*,
-                                   const PolyplugGuestContractInterface*,
-                                   PolyplugAbiError* out_err) {
-      if (out_err != nullptr) *out_err = {POLYPLUG_ABI_OK, {nullptr, 0}};
-    };
-    a.find_guest_contract = [](const PolyplugHostApi*, uint64_t, uint32_t) {
-      return PolyplugGuestContractHandle{POLYPLUG_NULL_HANDLE_INDEX, 0};
-    };
-    a.resolve_guest_contract = [](const PolyplugHostApi*, PolyplugGuestContractHandle) {
-      return static_cast<const PolyplugGuestContractInterface*>(nullptr);
-    };
-    a.log = [](const PolyplugHostApi*, PolyplugLogLevel, PolyplugStringView, PolyplugStringView) {};
-    a.registry_revision = [](const PolyplugHostApi*) { return uint64_t{0}; };
-    return a;
-  }();
   const auto start = Clock::now();
-  const fs::path copy = scratch / absl::StrCat("floor-", n, ".so");
-  fs::copy_file(library, copy);
-  void* handle = dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) Die(absl::StrCat("dlopen: ", dlerror()));
-  auto init = reinterpret_cast<PolyplugInitFn>(dlsym(handle, "polyplug_init"));
-  const std::string name = "counter";
-  const PolyplugBundleInitContext context{1, {nullptr, 0}, {name.data(), name.size()}, {1, 0, 0}};
-  if (init == nullptr || init(&api, &context).code != POLYPLUG_ABI_OK) Die("polyplug_init");
-  dlclose(handle);
-  fs::remove(copy);
+  const std::string error =
+      polyplug::bench::LoadInitUnload(library, scratch / absl::StrCat("floor-", n, ".so"));
+  if (!error.empty()) Die(error);
   return ElapsedUs(start);
 }
 
