@@ -1,5 +1,7 @@
 #include "polyplug/host/phase_stream.h"
 
+#include <grpcpp/alarm.h>
+
 #include <algorithm>
 #include <deque>
 #include <optional>
@@ -313,12 +315,37 @@ grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PhaseHub::Open(
 }
 
 void PhaseHub::Deliver(const core::PhaseEvent& event) {
-  std::vector<std::shared_ptr<PhaseStream>> streams;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    streams = streams_;
+    if (shut_down_ || streams_.empty()) return;
+    undelivered_.push_back(event);
+    if (drain_scheduled_) return;
+    drain_scheduled_ = true;
   }
-  for (const auto& s : streams) s->Offer(event);
+  // An alarm already due runs its callback on gRPC's executor at once (one due "now" is
+  // rounded up to the next millisecond and waits for gRPC's timer). The alarm owns itself:
+  // its callback deletes it, and gRPC keeps the alarm's state until the callback returns.
+  auto* alarm = new grpc::Alarm;
+  alarm->Set(gpr_inf_past(GPR_CLOCK_MONOTONIC), [this, alarm](bool) {
+    Drain();
+    delete alarm;
+  });
+}
+
+void PhaseHub::Drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!undelivered_.empty()) {
+    std::deque<core::PhaseEvent> events;
+    events.swap(undelivered_);
+    std::vector<std::shared_ptr<PhaseStream>> streams = streams_;
+    lock.unlock();
+    for (const core::PhaseEvent& event : events) {
+      for (const auto& s : streams) s->Offer(event);
+    }
+    lock.lock();
+  }
+  drain_scheduled_ = false;
+  drained_cv_.notify_all();
 }
 
 void PhaseHub::Remove(PhaseStream* stream) {
@@ -331,9 +358,12 @@ void PhaseHub::Remove(PhaseStream* stream) {
 void PhaseHub::Shutdown() {
   std::vector<std::shared_ptr<PhaseStream>> streams;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (shut_down_) return;
     shut_down_ = true;
+    // A scheduled drain still runs (the streams are open until Terminate below); after
+    // it, nothing refers to this hub from gRPC's threads.
+    drained_cv_.wait(lock, [this] { return !drain_scheduled_; });
     streams = streams_;
   }
   heartbeat_cv_.notify_all();
