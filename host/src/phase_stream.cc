@@ -1,6 +1,7 @@
 #include "polyplug/host/phase_stream.h"
 
 #include <grpcpp/alarm.h>
+#include <grpcpp/impl/codegen/proto_utils.h>  // SerializationTraits of messages
 
 #include <algorithm>
 #include <deque>
@@ -13,21 +14,39 @@
 #include "polyplug/host/status_mapping.h"
 
 namespace polyplug::host {
+namespace {
+
+// `event` in its wire form; a copy of the result shares its bytes.
+grpc::ByteBuffer Serialise(const v1::ReloadPhaseEvent& event) {
+  grpc::ByteBuffer out;
+  bool own_buffer = false;
+  // Serialising a message that is complete cannot fail.
+  (void)grpc::SerializationTraits<v1::ReloadPhaseEvent>::Serialize(event, &out, &own_buffer);
+  return out;
+}
+
+grpc::ByteBuffer Serialise(const core::PhaseEvent& event) {
+  v1::ReloadPhaseEvent out;
+  ToProto(event, &out);
+  return Serialise(out);
+}
+
+}  // namespace
 
 // One SubscribeReloadPhases call. Owns itself from Open until OnDone; the hub holds a
 // shared_ptr so that a concurrent Offer never touches a freed stream.
-class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
+class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   PhaseStream(PhaseHub* hub, grpc::CallbackServerContext* context,
-              const v1::SubscribeReloadPhasesRequest& request)
-      : hub_(hub), context_(context), request_(request) {
-    names_.insert(request.bundle_names().begin(), request.bundle_names().end());
-    if (request.has_heartbeat_interval()) {
+              v1::SubscribeReloadPhasesRequest request)
+      : hub_(hub), context_(context), request_(std::move(request)) {
+    names_.insert(request_.bundle_names().begin(), request_.bundle_names().end());
+    if (request_.has_heartbeat_interval()) {
       heartbeat_ = std::max(absl::Milliseconds(100),
-                            absl::Seconds(request.heartbeat_interval().seconds()) +
-                                absl::Nanoseconds(request.heartbeat_interval().nanos()));
-      if (request.heartbeat_interval().seconds() == 0 &&
-          request.heartbeat_interval().nanos() == 0) {
+                            absl::Seconds(request_.heartbeat_interval().seconds()) +
+                                absl::Nanoseconds(request_.heartbeat_interval().nanos()));
+      if (request_.heartbeat_interval().seconds() == 0 &&
+          request_.heartbeat_interval().nanos() == 0) {
         heartbeat_ = absl::ZeroDuration();
       }
     }
@@ -73,7 +92,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
       // The backlog is bounded by the journal; only what queues up behind it counts
       // against the subscriber's allowance.
       backlog_allowance_ = backlog->size();
-      for (const core::PhaseEvent& e : *backlog) EnqueuePhaseLocked(e);
+      for (const core::PhaseEvent& e : *backlog) EnqueuePhaseLocked(e, nullptr);
       return WriteNextLocked();
     }
     AnnounceLocked();
@@ -90,13 +109,13 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     StartSendInitialMetadata();
   }
 
-  // A live journal event (from the mutating thread). Never blocks on the network. An
-  // event offered before Start() (the stream was just added) is already in the journal,
-  // which Start() reads.
-  void Offer(const core::PhaseEvent& event) {
+  // A live journal event, `bytes` its wire form. Never blocks on the network. An event
+  // offered before Start() (the stream was just added) is already in the journal, which
+  // Start() reads.
+  void Offer(const core::PhaseEvent& event, const grpc::ByteBuffer& bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!started_ || finishing_ || event.seq <= last_covered_seq_) return;
-    EnqueuePhaseLocked(event);
+    EnqueuePhaseLocked(event, &bytes);
     WriteNextLocked();
   }
 
@@ -109,7 +128,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     progress.set_seq(last_covered_seq_);
     progress.set_kind(v1::EVENT_KIND_PROGRESS);
     progress.set_registry_revision(hub_->runtime_.registry().revision());
-    queue_.push_back(std::move(progress));
+    queue_.push_back({Serialise(progress), false, 0});
     WriteNextLocked();
   }
 
@@ -180,7 +199,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
       ToProto(b.version, e.mutable_bundle_version());
       e.set_registry_revision(revision);
       e.set_artifact_sha256(b.artifact_sha256);
-      queue_.push_back(std::move(e));
+      queue_.push_back({Serialise(e), false, 0});
     }
     // Versions held back because they crashed the host are part of its state too.
     if (const CrashRecovery* recovery = hub_->options_.recovery) {
@@ -192,7 +211,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
         e.set_seq(seq);
         e.set_kind(v1::EVENT_KIND_SNAPSHOT);
         e.set_registry_revision(revision);
-        queue_.push_back(std::move(e));
+        queue_.push_back({Serialise(e), false, 0});
       }
     }
     v1::ReloadPhaseEvent end;
@@ -200,12 +219,13 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
     end.set_seq(seq);
     end.set_kind(v1::EVENT_KIND_SNAPSHOT_END);
     end.set_registry_revision(revision);
-    queue_.push_back(std::move(end));
+    queue_.push_back({Serialise(end), false, 0});
     last_covered_seq_ = seq;
     WriteNextLocked();
   }
 
-  void EnqueuePhaseLocked(const core::PhaseEvent& event) {
+  // `bytes`: the event's wire form when the caller has it (live events), else null.
+  void EnqueuePhaseLocked(const core::PhaseEvent& event, const grpc::ByteBuffer* bytes) {
     last_covered_seq_ = event.seq;
     if (finishing_ || !Wanted(event.bundle_name)) return;
     if (queue_.size() >= hub_->options_.max_queued_events + backlog_allowance_) {
@@ -218,9 +238,7 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
           context_));
       return;
     }
-    v1::ReloadPhaseEvent out;
-    ToProto(event, &out);
-    queue_.push_back(std::move(out));
+    queue_.push_back({bytes != nullptr ? *bytes : Serialise(event), true, event.seq});
     ++phase_events_;
     const bool terminal = event.IsTerminal();
     if ((request_.until_terminal_of_reload() != 0 && terminal &&
@@ -242,9 +260,9 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
   void WriteNextLocked() {
     if (writing_ || finish_called_) return;
     if (!queue_.empty()) {
-      current_ = std::move(queue_.front());
+      current_ = std::move(queue_.front().bytes);
+      if (queue_.front().is_phase) last_written_seq_ = queue_.front().seq;
       queue_.pop_front();
-      if (current_.kind() == v1::EVENT_KIND_PHASE) last_written_seq_ = current_.seq();
       writing_ = true;
       last_write_ = absl::Now();
       StartWrite(&current_);
@@ -264,8 +282,14 @@ class PhaseStream : public grpc::ServerWriteReactor<v1::ReloadPhaseEvent> {
 
   std::mutex mu_;
   bool started_ = false;
-  std::deque<v1::ReloadPhaseEvent> queue_;
-  v1::ReloadPhaseEvent current_;  // the message being written; must outlive the write
+  // An event on its way: its wire form, and whether it is a phase event (with its seq).
+  struct Outgoing {
+    grpc::ByteBuffer bytes;
+    bool is_phase = false;
+    uint64_t seq = 0;
+  };
+  std::deque<Outgoing> queue_;
+  grpc::ByteBuffer current_;  // the message being written; must outlive the write
   bool writing_ = false;
   bool finishing_ = false;  // no more events are accepted
   bool finish_called_ = false;
@@ -289,9 +313,9 @@ PhaseHub::~PhaseHub() {
   runtime_.journal().RemoveListener(listener_);
 }
 
-grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PhaseHub::Open(
-    grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request) {
-  auto stream = std::make_shared<PhaseStream>(this, context, *request);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(
+    grpc::CallbackServerContext* context, v1::SubscribeReloadPhasesRequest request) {
+  auto stream = std::make_shared<PhaseStream>(this, context, std::move(request));
   stream->SetSelf(stream);
   std::optional<grpc::Status> refusal;
   {
@@ -340,7 +364,8 @@ void PhaseHub::Drain() {
     std::vector<std::shared_ptr<PhaseStream>> streams = streams_;
     lock.unlock();
     for (const core::PhaseEvent& event : events) {
-      for (const auto& s : streams) s->Offer(event);
+      const grpc::ByteBuffer bytes = Serialise(event);  // once for every stream
+      for (const auto& s : streams) s->Offer(event, bytes);
     }
     lock.lock();
   }

@@ -395,12 +395,20 @@ grpc::ServerUnaryReactor* PluginHostService::Echo(grpc::CallbackServerContext* c
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* PluginHostService::SubscribeReloadPhases(
-    grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPhases(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
-    return RefusedStream<v1::ReloadPhaseEvent>(auth);
+    return RefusedStream<grpc::ByteBuffer>(auth);
   }
-  return hub_.Open(context, request);
+  v1::SubscribeReloadPhasesRequest parsed;
+  grpc::ByteBuffer copy(*request);  // Deserialize consumes its buffer
+  if (!grpc::SerializationTraits<v1::SubscribeReloadPhasesRequest>::Deserialize(&copy, &parsed)
+           .ok()) {
+    return RefusedStream<grpc::ByteBuffer>(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     "the request is not a polyplug.host.v1.SubscribeReloadPhasesRequest"));
+  }
+  return hub_.Open(context, parsed);
 }
 
 // ---- Remote calls. The bundle's code runs on the call pool, never on a gRPC thread.

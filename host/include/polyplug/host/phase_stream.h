@@ -51,9 +51,10 @@ class PhaseHub {
   PhaseHub(const PhaseHub&) = delete;
   PhaseHub& operator=(const PhaseHub&) = delete;
 
-  // Starts a stream for `request`. Called from the gRPC handler; never blocks on I/O.
-  grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* Open(
-      grpc::CallbackServerContext* context, const v1::SubscribeReloadPhasesRequest* request);
+  // Starts a stream for `request`; its events go out serialised (ReloadPhaseEvent).
+  // Called from the gRPC handler; never blocks on I/O.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Open(grpc::CallbackServerContext* context,
+                                                   v1::SubscribeReloadPhasesRequest request);
 
   // Ends every stream with UNAVAILABLE and refuses new ones. Idempotent.
   void Shutdown();

@@ -35,7 +35,10 @@ struct PluginHostServiceOptions {
   const CrashRecovery* recovery = nullptr;  // under --supervise: restarts and quarantine
 };
 
-class PluginHostService final : public v1::PluginHost::CallbackService {
+// SubscribeReloadPhases is a raw (ByteBuffer) method so that the hub serialises each live
+// event once for all its subscribers instead of once per subscriber.
+class PluginHostService final : public v1::PluginHost::WithRawCallbackMethod_SubscribeReloadPhases<
+                                    v1::PluginHost::CallbackService> {
  public:
   // `worker` runs mutations; `calls` runs the bundles' code for remote calls.
   PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
@@ -70,9 +73,9 @@ class PluginHostService final : public v1::PluginHost::CallbackService {
   grpc::ServerUnaryReactor* GetHostInfo(grpc::CallbackServerContext* context,
                                         const v1::GetHostInfoRequest* request,
                                         v1::HostInfo* response) override;
-  grpc::ServerWriteReactor<v1::ReloadPhaseEvent>* SubscribeReloadPhases(
-      grpc::CallbackServerContext* context,
-      const v1::SubscribeReloadPhasesRequest* request) override;
+  // `request` is a serialised SubscribeReloadPhasesRequest.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* SubscribeReloadPhases(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<v1::SessionEvent>* OpenSession(
       grpc::CallbackServerContext* context, const v1::OpenSessionRequest* request) override;
   grpc::ServerUnaryReactor* CreateInstance(grpc::CallbackServerContext* context,
