@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -900,6 +901,52 @@ TEST_F(FaultCatalogueTest, RequestsThatDoNotParseAreRefusedByGrpcAndTheHostServe
     EXPECT_FALSE(result.status.ok());
     ExpectCounterServes("v1");
   }
+}
+
+// SubscribeReloadPhases takes its request as bytes (its events go out serialised once for
+// every subscriber), so the host parses the request itself.
+TEST_F(FaultCatalogueTest, SubscriptionRequestsThatDoNotParseAreInvalidArguments) {
+  ASSERT_NO_FATAL_FAILURE(StartHostWithCounter());
+  // A server-streaming call made as a bidi one: one request, then read until the end.
+  class RawSubscription : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    RawSubscription(grpc::GenericStub& stub, grpc::ClientContext* context,
+                    const std::string& request_bytes) {
+      grpc::Slice slice(request_bytes);
+      request_ = grpc::ByteBuffer(&slice, 1);
+      stub.PrepareBidiStreamingCall(context, "/polyplug.host.v1.PluginHost/SubscribeReloadPhases",
+                                    grpc::StubOptions(), this);
+      StartWriteLast(&request_, grpc::WriteOptions());
+      StartRead(&event_);
+      StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      ++events_;
+      StartRead(&event_);
+    }
+    void OnDone(const grpc::Status& status) override { done_.set_value(status); }
+    grpc::Status Wait() { return done_.get_future().get(); }
+    int events() const { return events_; }
+
+   private:
+    grpc::ByteBuffer request_;
+    grpc::ByteBuffer event_;
+    std::atomic<int> events_{0};
+    std::promise<grpc::Status> done_;
+  };
+  for (const std::string& bytes :
+       {BytesField(3, "counter\xff"), std::string("\xff\xff\xff\xff", 4)}) {
+    grpc::GenericStub stub(host().NewChannel());
+    auto context = host().NewContext();
+    RawSubscription subscription(stub, context.get(), bytes);
+    const grpc::Status status = subscription.Wait();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ToString(status);
+    EXPECT_THAT(status.error_message(),
+                HasSubstr("not a polyplug.host.v1.SubscribeReloadPhasesRequest"));
+    EXPECT_EQ(subscription.events(), 0);
+  }
+  ExpectCounterServes("v1");
 }
 
 TEST_F(FaultCatalogueTest, MessagesLargerThanMaxMessageBytesAreResourceExhausted) {
