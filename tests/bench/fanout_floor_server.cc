@@ -23,6 +23,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "polyplug/host/plugin_host_service.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
 namespace {
@@ -100,8 +101,9 @@ class FloorStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::shared_ptr<FloorStream> self_;  // released in OnDone
 };
 
-class FloorService : public v1::PluginHost::WithRawCallbackMethod_SubscribeReloadPhases<
-                         v1::PluginHost::CallbackService> {
+// polyplug-host's own service base (SubscribeReloadPhases raw, every other method a callback
+// one); what the floor does not override answers UNIMPLEMENTED.
+class FloorService : public polyplug::host::PluginHostCallbackService {
  public:
   grpc::ServerWriteReactor<grpc::ByteBuffer>* SubscribeReloadPhases(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer*) override {

@@ -35,10 +35,24 @@ struct PluginHostServiceOptions {
   const CrashRecovery* recovery = nullptr;  // under --supervise: restarts and quarantine
 };
 
-// SubscribeReloadPhases is a raw (ByteBuffer) method so that the hub serialises each live
-// event once for all its subscribers instead of once per subscriber.
-class PluginHostService final : public v1::PluginHost::WithRawCallbackMethod_SubscribeReloadPhases<
-                                    v1::PluginHost::CallbackService> {
+// PluginHost's callback service with SubscribeReloadPhases raw (ByteBuffer), so that the
+// hub serialises each live event once for all its subscribers. Spelled out rather than
+// wrapping CallbackService: the raw method would hide the typed one (-Woverloaded-virtual).
+using PluginHostCallbackService = v1::PluginHost::WithCallbackMethod_Reload<
+    v1::PluginHost::WithCallbackMethod_LoadBundle<v1::PluginHost::WithCallbackMethod_UnloadBundle<
+        v1::PluginHost::WithCallbackMethod_FindContract<
+            v1::PluginHost::WithCallbackMethod_ListBundles<
+                v1::PluginHost::WithCallbackMethod_ListContracts<
+                    v1::PluginHost::WithCallbackMethod_GetHostInfo<
+                        v1::PluginHost::WithRawCallbackMethod_SubscribeReloadPhases<
+                            v1::PluginHost::WithCallbackMethod_OpenSession<
+                                v1::PluginHost::WithCallbackMethod_CreateInstance<
+                                    v1::PluginHost::WithCallbackMethod_Invoke<
+                                        v1::PluginHost::WithCallbackMethod_DestroyInstance<
+                                            v1::PluginHost::WithCallbackMethod_Echo<
+                                                v1::PluginHost::Service>>>>>>>>>>>>>;
+
+class PluginHostService final : public PluginHostCallbackService {
  public:
   // `worker` runs mutations; `calls` runs the bundles' code for remote calls.
   PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
