@@ -7,6 +7,7 @@
 #include <deque>
 #include <optional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -53,6 +54,11 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void SetSelf(std::shared_ptr<PhaseStream> self) { self_ = std::move(self); }
+
+  // The hand-out lane that offers this stream its live events; set once, under the hub's
+  // lock, before the hub lists the stream.
+  void AssignLane(size_t lane) { lane_ = lane; }
+  size_t lane() const { return lane_; }
 
   // Computes the backlog or snapshot. Holds the stream lock throughout, so live events
   // offered meanwhile wait and are de-duplicated by seq afterwards.
@@ -276,6 +282,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   PhaseHub* const hub_;
   grpc::CallbackServerContext* const context_;
+  size_t lane_ = 0;
   const v1::SubscribeReloadPhasesRequest request_;
   std::set<std::string> names_;
   absl::Duration heartbeat_ = absl::ZeroDuration();
@@ -302,8 +309,73 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   std::shared_ptr<PhaseStream> self_;
 };
 
+namespace {
+
+// A live event and its wire form, shared by every stream that is offered it.
+struct LiveEvent {
+  core::PhaseEvent event;
+  grpc::ByteBuffer bytes;
+};
+using LiveBatch = std::shared_ptr<const std::vector<LiveEvent>>;
+using StreamList = std::vector<std::shared_ptr<PhaseStream>>;
+
+void HandOut(const std::vector<LiveEvent>& batch, const StreamList& streams) {
+  for (const LiveEvent& e : batch) {
+    for (const auto& s : streams) s->Offer(e.event, e.bytes);
+  }
+}
+
+}  // namespace
+
+// A hub thread that hands batches of events to the streams posted with them, batch after
+// batch in the order they were posted.
+class HandoutLane {
+ public:
+  HandoutLane() : thread_([this] { Run(); }) {}
+  ~HandoutLane() { Stop(); }
+
+  void Post(LiveBatch batch, StreamList streams) {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_.push_back({std::move(batch), std::move(streams)});
+    cv_.notify_one();
+  }
+
+  // Hands out everything posted so far, then ends the thread. Idempotent.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+      if (work_.empty()) return;  // stopping, and nothing left
+      auto [batch, streams] = std::move(work_.front());
+      work_.pop_front();
+      lock.unlock();
+      HandOut(*batch, streams);
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<LiveBatch, StreamList>> work_;
+  bool stopping_ = false;
+  std::thread thread_;  // last: it starts once the members above exist
+};
+
 PhaseHub::PhaseHub(core::Runtime& runtime, PhaseHubOptions options)
     : runtime_(runtime), options_(options) {
+  size_t lanes = options_.handout_lanes;
+  if (lanes == 0) lanes = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
+  for (size_t i = 1; i < lanes; ++i) lanes_.push_back(std::make_unique<HandoutLane>());
   listener_ = runtime_.journal().AddListener([this](const core::PhaseEvent& e) { Deliver(e); });
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
@@ -327,6 +399,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(
                              absl::StrCat("too many subscribers (limit ", options_.max_subscribers,
                                           ", see --max-subscribers)"));
     } else {
+      stream->AssignLane(next_lane_++ % (lanes_.size() + 1));
       streams_.push_back(stream);
     }
   }
@@ -359,14 +432,18 @@ void PhaseHub::Deliver(const core::PhaseEvent& event) {
 void PhaseHub::Drain() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!undelivered_.empty()) {
-    std::deque<core::PhaseEvent> events;
-    events.swap(undelivered_);
-    std::vector<std::shared_ptr<PhaseStream>> streams = streams_;
+    auto batch = std::make_shared<std::vector<LiveEvent>>();
+    batch->reserve(undelivered_.size());
+    for (core::PhaseEvent& event : undelivered_) batch->push_back({std::move(event), {}});
+    undelivered_.clear();
+    std::vector<StreamList> by_lane(lanes_.size() + 1);
+    for (const auto& s : streams_) by_lane[s->lane()].push_back(s);
     lock.unlock();
-    for (const core::PhaseEvent& event : events) {
-      const grpc::ByteBuffer bytes = Serialise(event);  // once for every stream
-      for (const auto& s : streams) s->Offer(event, bytes);
+    for (LiveEvent& e : *batch) e.bytes = Serialise(e.event);  // once for every stream
+    for (size_t lane = 1; lane < by_lane.size(); ++lane) {
+      if (!by_lane[lane].empty()) lanes_[lane - 1]->Post(batch, std::move(by_lane[lane]));
     }
+    HandOut(*batch, by_lane[0]);
     lock.lock();
   }
   drain_scheduled_ = false;
@@ -393,6 +470,7 @@ void PhaseHub::Shutdown() {
   }
   heartbeat_cv_.notify_all();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  for (const auto& lane : lanes_) lane->Stop();  // what a lane holds goes out first
   for (const auto& s : streams) {
     s->Terminate(grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down"));
   }

@@ -398,6 +398,50 @@ TEST_F(HostProcessTest, ResumeAfterDisconnectDeliversExactlyTheMissedEvents) {
   ExpectSameEvents(got, missed);
 }
 
+// The host hands events out on several lanes (one per CPU); each stream keeps its lane,
+// so streams that come and go between back-to-back reloads must not reorder or lose any.
+TEST_F(HostProcessTest, ManySubscribersOnSeveralConnectionsGetEveryEventInOrder) {
+  Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  std::vector<std::unique_ptr<v1::PluginHost::Stub>> stubs;
+  for (int i = 0; i < 4; ++i) stubs.push_back(host().NewStub());
+  std::vector<std::unique_ptr<Subscription>> subs;
+  for (size_t i = 0; i < 200; ++i) {
+    subs.push_back(SubscribeSynced({}, stubs[i % stubs.size()].get()));
+    ASSERT_NE(subs.back(), nullptr) << "subscriber " << i;
+  }
+
+  std::vector<v1::ReloadPhaseEvent> first, second;
+  for (int i = 0; i < 5; ++i) {
+    const v1::ReloadResponse r = ReloadOk("counter");
+    first.insert(first.end(), r.events().begin(), r.events().end());
+  }
+  // Every third subscriber leaves and three join, while the hand-out may still be running.
+  for (size_t i = 0; i < subs.size(); i += 3) {
+    subs[i]->Cancel();
+    EXPECT_EQ(subs[i]->Finish().error_code(), grpc::StatusCode::CANCELLED) << "subscriber " << i;
+    subs[i].reset();
+  }
+  for (int i = 0; i < 3; ++i) {
+    subs.push_back(SubscribeSynced({}, stubs[i % stubs.size()].get()));
+    ASSERT_NE(subs.back(), nullptr) << "joiner " << i;
+  }
+  for (int i = 0; i < 5; ++i) {
+    const v1::ReloadResponse r = ReloadOk("counter");
+    second.insert(second.end(), r.events().begin(), r.events().end());
+  }
+  std::vector<v1::ReloadPhaseEvent> all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  ASSERT_THAT(all, SizeIs(20));
+
+  for (size_t i = 0; i < subs.size(); ++i) {
+    if (subs[i] == nullptr) continue;
+    SCOPED_TRACE(absl::StrCat("subscriber ", i));
+    const std::vector<v1::ReloadPhaseEvent>& expected = i < 200 ? all : second;
+    ExpectSameEvents(subs[i]->ReadPhases(expected.size()), expected);
+  }
+}
+
 TEST_F(HostProcessTest, ResumeWithNothingMissedWaitsForTheNextEvent) {
   Copy("counter_v1");
   ASSERT_NO_FATAL_FAILURE(StartHost());
