@@ -1,5 +1,7 @@
 #include "polyplug/host/plugin_host_service.h"
 
+#include <utility>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -408,7 +410,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPh
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                      "the request is not a polyplug.host.v1.SubscribeReloadPhasesRequest"));
   }
-  return hub_.Open(context, parsed);
+  return hub_.Open(context, std::move(parsed));
 }
 
 // ---- Remote calls. The bundle's code runs on the call pool, never on a gRPC thread.

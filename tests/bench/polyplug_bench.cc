@@ -301,48 +301,68 @@ std::unique_ptr<HostClient> ConnectWhenUp(const std::string& target) {
   return client;
 }
 
-// A polyplug-host serving a copy of the counter test bundle in a scratch directory, on a
-// unix socket and a TCP loopback port.
-class BenchHost {
+// A server process of the bench's in a scratch directory of its own, listening (at least)
+// on a unix socket there, with a client connected once it answers.
+class BenchServer {
  public:
-  explicit BenchHost(std::vector<std::string> extra_args = {}) {
-    const fs::path bundles = dir_.path() / "bundles";
-    fs::create_directories(bundles);
-    fs::copy(CounterBundle(), bundles / "counter", fs::copy_options::recursive);
-    unix_ = "unix:" + (dir_.path() / "host.sock").string();
-    std::vector<std::string> args = {POLYPLUG_HOST_BINARY,
-                                     "--bundles",
-                                     bundles.string(),
-                                     "--listen",
-                                     unix_ + ",127.0.0.1:0",
-                                     "--state-dir",
-                                     (dir_.path() / "state").string()};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    process_.emplace(std::move(args), dir_.path() / "host.log");
-    client_ = ConnectWhenUp(unix_);
-    const v1::HostInfo info = Check(client_->GetHostInfo(), "GetHostInfo");
-    for (const std::string& address : info.listen_addresses()) {
-      if (address.rfind("unix:", 0) != 0) tcp_ = address;
-    }
-  }
-  ~BenchHost() {
+  BenchServer(const BenchServer&) = delete;
+  BenchServer& operator=(const BenchServer&) = delete;
+
+  const std::string& unix_address() const { return unix_; }
+  HostClient& client() { return *client_; }
+  ProcessSample Sample() const { return process_->Sample(); }
+
+ protected:
+  explicit BenchServer(const std::string& socket_name)
+      : unix_("unix:" + (dir_.path() / socket_name).string()) {}
+  ~BenchServer() {
     client_.reset();
     process_.reset();  // before the scratch directory goes
   }
 
-  static fs::path CounterBundle() { return fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v1"; }
-
-  const std::string& unix_address() const { return unix_; }
-  const std::string& tcp_address() const { return tcp_; }
-  HostClient& client() { return *client_; }
-  ProcessSample Sample() const { return process_->Sample(); }
+  const fs::path& dir() const { return dir_.path(); }
+  // Runs `args` (output to `log_name` in the scratch directory) and waits until it answers.
+  void Start(std::vector<std::string> args, const std::string& log_name) {
+    process_.emplace(std::move(args), dir_.path() / log_name);
+    client_ = ConnectWhenUp(unix_);
+  }
 
  private:
   ScratchDir dir_;
   std::string unix_;
-  std::string tcp_;
   std::optional<ServerProcess> process_;
   std::unique_ptr<HostClient> client_;
+};
+
+// A polyplug-host serving a copy of the counter test bundle, on a unix socket and a TCP
+// loopback port.
+class BenchHost : public BenchServer {
+ public:
+  explicit BenchHost(std::vector<std::string> extra_args = {}) : BenchServer("host.sock") {
+    const fs::path bundles = dir() / "bundles";
+    fs::create_directories(bundles);
+    fs::copy(CounterBundle(), bundles / "counter", fs::copy_options::recursive);
+    std::vector<std::string> args = {POLYPLUG_HOST_BINARY,
+                                     "--bundles",
+                                     bundles.string(),
+                                     "--listen",
+                                     unix_address() + ",127.0.0.1:0",
+                                     "--state-dir",
+                                     (dir() / "state").string()};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    Start(std::move(args), "host.log");
+    const v1::HostInfo info = Check(client().GetHostInfo(), "GetHostInfo");
+    for (const std::string& address : info.listen_addresses()) {
+      if (address.rfind("unix:", 0) != 0) tcp_ = address;
+    }
+  }
+
+  static fs::path CounterBundle() { return fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v1"; }
+
+  const std::string& tcp_address() const { return tcp_; }
+
+ private:
+  std::string tcp_;
 };
 
 // ---- rpc -----------------------------------------------------------------------------
@@ -592,32 +612,15 @@ class SubscriberFleet {
 
 // polyplug-fanout-floor (fanout_floor_server.cc) on a unix socket: the leanest broadcaster
 // gRPC's callback API allows, which the fan-out figures are compared with.
-class FanoutFloor {
+class FanoutFloor : public BenchServer {
  public:
-  FanoutFloor() : unix_("unix:" + (dir_.path() / "floor.sock").string()) {
-    process_.emplace(std::vector<std::string>{POLYPLUG_FANOUT_FLOOR_BINARY, "--listen", unix_},
-                     dir_.path() / "floor.log");
-    client_ = ConnectWhenUp(unix_);
+  FanoutFloor() : BenchServer("floor.sock") {
+    Start({POLYPLUG_FANOUT_FLOOR_BINARY, "--listen", unix_address()}, "floor.log");
   }
-  ~FanoutFloor() {
-    client_.reset();
-    process_.reset();
-  }
-
-  const std::string& unix_address() const { return unix_; }
-  HostClient& client() { return *client_; }
-  ProcessSample Sample() const { return process_->Sample(); }
-
- private:
-  ScratchDir dir_;
-  std::string unix_;
-  std::optional<ServerProcess> process_;
-  std::unique_ptr<HostClient> client_;
 };
 
 // What `reloads` reloads of the counter bundle cost `server`: CPU seconds and switches.
-template <typename Server>
-ProcessSample CostOfReloads(Server& server, int reloads) {
+ProcessSample CostOfReloads(BenchServer& server, int reloads) {
   const ProcessSample before = server.Sample();
   for (int i = 0; i < reloads; ++i) Check(server.client().Reload("counter"), "Reload");
   const ProcessSample after = server.Sample();
@@ -638,8 +641,7 @@ struct FanoutResult {
 
 // `reloads` reloads with `n` subscribers on `server` (a BenchHost or a FanoutFloor), whose
 // reloads alone cost `alone`.
-template <typename Server>
-FanoutResult MeasureFanout(Server& server, size_t n, int reloads, const ProcessSample& alone) {
+FanoutResult MeasureFanout(BenchServer& server, size_t n, int reloads, const ProcessSample& alone) {
   FanoutLedger ledger;
   const ProcessSample idle_before = server.Sample();
   SubscriberFleet fleet(server.unix_address(), n, ledger);
