@@ -59,6 +59,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // lock, before the hub lists the stream.
   void AssignLane(size_t lane) { lane_ = lane; }
   size_t lane() const { return lane_; }
+  bool wants_heartbeats() const { return heartbeat_ != absl::ZeroDuration(); }
 
   // Computes the backlog or snapshot. Holds the stream lock throughout, so live events
   // offered meanwhile wait and are de-duplicated by seq afterwards.
@@ -401,6 +402,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(
     } else {
       stream->AssignLane(next_lane_++ % (lanes_.size() + 1));
       streams_.push_back(stream);
+      if (stream->wants_heartbeats() && heartbeat_streams_++ == 0) heartbeat_cv_.notify_all();
     }
   }
   if (refusal) {
@@ -452,9 +454,11 @@ void PhaseHub::Drain() {
 
 void PhaseHub::Remove(PhaseStream* stream) {
   std::lock_guard<std::mutex> lock(mu_);
-  streams_.erase(std::remove_if(streams_.begin(), streams_.end(),
-                                [stream](const auto& s) { return s.get() == stream; }),
-                 streams_.end());
+  auto it = std::find_if(streams_.begin(), streams_.end(),
+                         [stream](const auto& s) { return s.get() == stream; });
+  if (it == streams_.end()) return;  // refused, never listed
+  if (stream->wants_heartbeats()) --heartbeat_streams_;
+  streams_.erase(it);
 }
 
 void PhaseHub::Shutdown() {
@@ -484,9 +488,17 @@ size_t PhaseHub::subscriber_count() const {
 void PhaseHub::HeartbeatLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!shut_down_) {
-    heartbeat_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    // Asleep while no stream asks for heartbeats: an idle host does not wake every 50 ms.
+    if (heartbeat_streams_ == 0) {
+      heartbeat_cv_.wait(lock, [this] { return shut_down_ || heartbeat_streams_ != 0; });
+    } else {
+      heartbeat_cv_.wait_for(lock, std::chrono::milliseconds(50));
+    }
     if (shut_down_) break;
-    std::vector<std::shared_ptr<PhaseStream>> streams = streams_;
+    StreamList streams;
+    for (const auto& s : streams_) {
+      if (s->wants_heartbeats()) streams.push_back(s);
+    }
     lock.unlock();
     const absl::Time now = absl::Now();
     for (const auto& s : streams) s->MaybeHeartbeat(now);

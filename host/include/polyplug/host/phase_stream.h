@@ -81,6 +81,7 @@ class PhaseHub {
   // other lanes for theirs. Runs on a gRPC thread.
   void Drain();
   void Remove(PhaseStream* stream);
+  // Sends the heartbeats streams asked for; asleep while no stream asks for any.
   void HeartbeatLoop();
 
   core::Runtime& runtime_;
@@ -96,6 +97,7 @@ class PhaseHub {
   size_t next_lane_ = 0;                      // the lane of the next stream, round robin
   // Lanes 1 and up (lane 0 is Drain's own thread); fixed from construction to destruction.
   std::vector<std::unique_ptr<HandoutLane>> lanes_;
+  size_t heartbeat_streams_ = 0;  // listed streams that asked for heartbeats
   std::condition_variable heartbeat_cv_;
   std::thread heartbeat_thread_;
 };
