@@ -18,7 +18,7 @@
 // lane in journal order. With one lane a reload's 2N writes queue behind each other on one
 // CPU; with lanes on every CPU they run side by side, and connections written to from two
 // threads at once gather several streams' messages into one syscall (docs/PERFORMANCE.md:
-// 1,000 subscribers, p99 35 ms -> 18 ms).
+// 1,000 subscribers, p99 35 ms -> 18-26 ms; CPU per delivered event 9 us -> 5-8 us).
 #ifndef POLYPLUG_HOST_PHASE_STREAM_H_
 #define POLYPLUG_HOST_PHASE_STREAM_H_
 
