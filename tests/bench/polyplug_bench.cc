@@ -28,7 +28,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -253,21 +253,26 @@ class ScratchDir {
 };
 
 // A server process of the bench, its output in `log` so that the bench's own output stays
-// parseable; stopped with SIGTERM and reaped on destruction.
+// parseable; stopped with SIGTERM and reaped on destruction, and sent SIGTERM by the kernel
+// if the bench dies first (killed, or its output pipe closed), so that no server outlives
+// it. The parent-death signal follows the thread that started the server: each server
+// here is started and stopped by the same thread.
 class ServerProcess {
  public:
   ServerProcess(std::vector<std::string> args, const fs::path& log) {
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    const int spawned = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (spawned != 0) Die(absl::StrCat("cannot start ", args[0]));
+    const pid_t parent = getpid();
+    pid_ = fork();
+    if (pid_ < 0) Die(absl::StrCat("cannot start ", args[0]));
+    if (pid_ == 0) {  // only async-signal-safe calls until exec
+      if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
+      const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (out < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) _exit(127);
+      execve(argv[0], argv.data(), environ);
+      _exit(127);
+    }
   }
   ~ServerProcess() {
     kill(pid_, SIGTERM);
