@@ -317,7 +317,6 @@ struct LiveEvent {
   core::PhaseEvent event;
   grpc::ByteBuffer bytes;
 };
-using LiveBatch = std::shared_ptr<const std::vector<LiveEvent>>;
 using StreamList = std::vector<std::shared_ptr<PhaseStream>>;
 
 void HandOut(const std::vector<LiveEvent>& batch, const StreamList& streams) {
@@ -328,55 +327,11 @@ void HandOut(const std::vector<LiveEvent>& batch, const StreamList& streams) {
 
 }  // namespace
 
-// A hub thread that hands batches of events to the streams posted with them, batch after
-// batch in the order they were posted.
-class HandoutLane {
- public:
-  HandoutLane() : thread_([this] { Run(); }) {}
-  ~HandoutLane() { Stop(); }
-
-  void Post(LiveBatch batch, StreamList streams) {
-    std::lock_guard<std::mutex> lock(mu_);
-    work_.push_back({std::move(batch), std::move(streams)});
-    cv_.notify_one();
-  }
-
-  // Hands out everything posted so far, then ends the thread. Idempotent.
-  void Stop() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      cv_.notify_one();
-    }
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
-      if (work_.empty()) return;  // stopping, and nothing left
-      auto [batch, streams] = std::move(work_.front());
-      work_.pop_front();
-      lock.unlock();
-      HandOut(*batch, streams);
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<LiveBatch, StreamList>> work_;
-  bool stopping_ = false;
-  std::thread thread_;  // last: it starts once the members above exist
-};
-
 PhaseHub::PhaseHub(core::Runtime& runtime, PhaseHubOptions options)
     : runtime_(runtime), options_(options) {
   size_t lanes = options_.handout_lanes;
   if (lanes == 0) lanes = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
-  for (size_t i = 1; i < lanes; ++i) lanes_.push_back(std::make_unique<HandoutLane>());
+  for (size_t i = 1; i < lanes; ++i) lanes_.push_back(std::make_unique<OperationWorker>());
   listener_ = runtime_.journal().AddListener([this](const core::PhaseEvent& e) { Deliver(e); });
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
@@ -443,7 +398,10 @@ void PhaseHub::Drain() {
     lock.unlock();
     for (LiveEvent& e : *batch) e.bytes = Serialise(e.event);  // once for every stream
     for (size_t lane = 1; lane < by_lane.size(); ++lane) {
-      if (!by_lane[lane].empty()) lanes_[lane - 1]->Post(batch, std::move(by_lane[lane]));
+      if (by_lane[lane].empty()) continue;
+      // At shutdown what a lane still holds is dropped: every stream is ending anyway.
+      lanes_[lane - 1]->Post(
+          [batch, streams = std::move(by_lane[lane])] { HandOut(*batch, streams); }, [] {});
     }
     HandOut(*batch, by_lane[0]);
     lock.lock();
@@ -474,7 +432,7 @@ void PhaseHub::Shutdown() {
   }
   heartbeat_cv_.notify_all();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-  for (const auto& lane : lanes_) lane->Stop();  // what a lane holds goes out first
+  for (const auto& lane : lanes_) lane->Shutdown();  // no lane offers events any more
   for (const auto& s : streams) {
     s->Terminate(grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down"));
   }

@@ -20,18 +20,16 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstdio>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "polyplug/host/operation_worker.h"
 #include "polyplug/host/plugin_host_service.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
@@ -40,45 +38,6 @@ namespace {
 namespace v1 = polyplug::host::v1;
 
 class FloorService;
-
-// A thread that runs the tasks posted to it in order: the second hand-out lane.
-class TaskThread {
- public:
-  TaskThread() : thread_([this] { Run(); }) {}
-  ~TaskThread() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      cv_.notify_one();
-    }
-    thread_.join();
-  }
-  void Post(std::function<void()> task) {
-    std::lock_guard<std::mutex> lock(mu_);
-    tasks_.push_back(std::move(task));
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stopping_ || !tasks_.empty(); });
-      if (tasks_.empty()) return;
-      std::function<void()> task = std::move(tasks_.front());
-      tasks_.pop_front();
-      lock.unlock();
-      task();
-      lock.lock();
-    }
-  }
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool stopping_ = false;
-  std::thread thread_;  // last: it starts once the members above exist
-};
 
 // One subscriber: a queue of serialised events and at most one write in flight.
 class FloorStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
@@ -190,7 +149,7 @@ class FloorService : public polyplug::host::PluginHostCallbackService {
       }
     };
     if (!other_lane.empty()) {
-      lane_.Post([hand_out, streams = std::move(other_lane)] { hand_out(streams); });
+      lane_.Post([hand_out, streams = std::move(other_lane)] { hand_out(streams); }, [] {});
     }
     hand_out(inline_lane);
     response->set_reload_id(reload_id);
@@ -249,7 +208,7 @@ class FloorService : public polyplug::host::PluginHostCallbackService {
   size_t next_lane_ = 0;
   uint64_t last_reload_id_ = 0;
   uint64_t last_seq_ = 0;
-  TaskThread lane_;  // lane 1; lane 0 is the Reload handler's thread
+  polyplug::host::OperationWorker lane_;  // lane 1; lane 0 is the Reload handler's thread
 };
 
 void FloorStream::OnDone() {

@@ -34,6 +34,7 @@
 #include "absl/strings/string_view.h"
 #include "polyplug/core/runtime.h"
 #include "polyplug/host/crash_recovery.h"
+#include "polyplug/host/operation_worker.h"
 #include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
@@ -52,8 +53,6 @@ struct PhaseHubOptions {
   // thread for each lane beyond the first, however many streams there are.
   size_t handout_lanes = 0;
 };
-
-class HandoutLane;
 
 class PhaseHub {
  public:
@@ -96,8 +95,8 @@ class PhaseHub {
   std::condition_variable drained_cv_;        // drain_scheduled_ became false
   size_t next_lane_ = 0;                      // the lane of the next stream, round robin
   // Lanes 1 and up (lane 0 is Drain's own thread); fixed from construction to destruction.
-  std::vector<std::unique_ptr<HandoutLane>> lanes_;
-  size_t heartbeat_streams_ = 0;  // listed streams that asked for heartbeats
+  std::vector<std::unique_ptr<OperationWorker>> lanes_;  // one thread each
+  size_t heartbeat_streams_ = 0;                         // listed streams that asked for heartbeats
   std::condition_variable heartbeat_cv_;
   std::thread heartbeat_thread_;
 };
