@@ -1,4 +1,4 @@
-#include "polyplug/core/crash_record.h"
+#include "core/src/crash_record.h"
 
 #include <fcntl.h>
 #include <link.h>

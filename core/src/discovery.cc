@@ -1,12 +1,14 @@
-// Runtime::DiscoverAndLoad: scanning bundle roots and loading in dependency order
-// (reference 2.5).
+// Runtime::DiscoverAndLoad and LoadAll: scanning bundle roots and loading in dependency
+// order (docs/SEMANTICS.md §9).
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/src/dependency_graph.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/core/runtime.h"
@@ -48,8 +50,11 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
       if (!seen_dirs.insert(dir).second) continue;
       in_root.push_back(*std::move(manifest));
     }
-    std::sort(in_root.begin(), in_root.end(),
-              [](const Manifest& a, const Manifest& b) { return a.name < b.name; });
+    // By name, then by directory: two directories of one bundle name (its v1/ and v2/)
+    // load the first, whatever order the file system lists them in.
+    std::sort(in_root.begin(), in_root.end(), [](const Manifest& a, const Manifest& b) {
+      return std::tie(a.name, a.dir) < std::tie(b.name, b.dir);
+    });
     for (Manifest& m : in_root) {
       BundleSource source{m.dir, {}};
       found.emplace_back(std::move(m), std::move(source));
@@ -143,53 +148,29 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     }
   }
 
-  // Kahn's algorithm; among ready bundles the smallest name goes first (deterministic).
-  // A skipped bundle takes the ones that need it along.
-  std::vector<const Candidate*> order;
-  std::set<std::string> done;
-  while (order.size() + skipped.size() < candidates.size()) {
-    const Candidate* next = nullptr;
-    bool skipped_one = false;
-    for (const auto& [name, c] : candidates) {
-      if (done.contains(name) || skipped.contains(name)) continue;
-      std::vector<std::string> blocked;
-      std::set_intersection(c.needs.begin(), c.needs.end(), skipped.begin(), skipped.end(),
-                            std::back_inserter(blocked));
-      if (!blocked.empty()) {
-        Log(LogLevel::kWarn, "scan",
-            absl::StrCat("not loading \"", name, "\": it needs ", absl::StrJoin(blocked, ", "),
-                         ", which cannot be loaded"));
-        skipped.insert(name);
-        skipped_one = true;
-        break;  // the sets changed: scan again
-      }
-      if (std::includes(done.begin(), done.end(), c.needs.begin(), c.needs.end())) {
-        next = &c;
-        break;
-      }
-    }
-    if (skipped_one) continue;
-    if (next == nullptr) {
-      std::vector<std::string> stuck;
-      for (const auto& [name, c] : candidates) {
-        if (!done.contains(name) && !skipped.contains(name)) stuck.push_back(name);
-      }
-      const absl::Status cycle =
-          MakeError(ErrorReason::kDependencyCycle,
-                    absl::StrCat("dependency cycle among bundles ", absl::StrJoin(stuck, ", "),
-                                 "; none of them can be loaded first"));
-      if (!skip_unloadable) return cycle;
-      // Which of them are in the cycle and which only need it cannot be told apart here;
-      // none of them can load.
-      Log(LogLevel::kWarn, "scan",
-          absl::StrCat("[", ReasonToken(ErrorReason::kDependencyCycle), "] ", cycle.message(),
-                       "; not loading them"));
-      skipped.insert(stuck.begin(), stuck.end());
-      continue;
-    }
-    done.insert(next->manifest.name);
-    order.push_back(next);
+  // Providers first; what cannot be ordered is an error or (skip_unloadable) left out.
+  std::map<std::string, std::set<std::string>> needs;
+  for (const auto& [name, c] : candidates) needs[name] = c.needs;
+  const LoadOrder ordered = OrderForLoading(needs, skipped);
+  if (!ordered.cycle.empty()) {
+    const absl::Status cycle = MakeError(
+        ErrorReason::kDependencyCycle,
+        absl::StrCat("dependency cycle among bundles ", absl::StrJoin(ordered.cycle, ", "),
+                     "; none of them can be loaded first"));
+    if (!skip_unloadable) return cycle;
+    // Which of them are in the cycle and which only need it is not told apart; none of
+    // them can load.
+    Log(LogLevel::kWarn, "scan",
+        absl::StrCat("[", ReasonToken(ErrorReason::kDependencyCycle), "] ", cycle.message(),
+                     "; not loading them"));
   }
+  for (const auto& [name, blocked] : ordered.blocked) {
+    Log(LogLevel::kWarn, "scan",
+        absl::StrCat("not loading \"", name, "\": it needs ", absl::StrJoin(blocked, ", "),
+                     ", which cannot be loaded"));
+  }
+  std::vector<const Candidate*> order;
+  for (const std::string& name : ordered.order) order.push_back(&candidates.at(name));
 
   // A bundle that fails to load is reported and skipped, with everything that needs it;
   // the rest still loads so that one bad bundle does not take the others down.

@@ -1,4 +1,4 @@
-#include "polyplug/core/native_loader.h"
+#include "core/src/native_loader.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -16,9 +16,10 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/src/paths.h"
+#include "core/src/process_wide_registries.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
-#include "polyplug/core/paths.h"
 
 namespace polyplug::core {
 namespace {
@@ -275,6 +276,11 @@ absl::StatusOr<std::unique_ptr<NativeLibrary>> NativeLoader::Open(const Manifest
                                                                   StagedArtifact staged) {
   const fs::path* artifact = &staged.source();
   if (absl::Status s = CheckArtifactAt(staged.copy(), *artifact, manifest.name); !s.ok()) return s;
+  // Before dlopen, which runs the static initialisers that would fill them.
+  if (absl::Status s = CheckProcessWideRegistries(staged.copy(), *artifact, manifest.name);
+      !s.ok()) {
+    return s;
+  }
   const fs::path copy = std::exchange(staged.copy_, {});
   std::unique_ptr<NativeLibrary> library(new NativeLibrary());
   library->private_copy_ = copy;

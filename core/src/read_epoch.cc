@@ -1,4 +1,4 @@
-#include "polyplug/core/read_epoch.h"
+#include "core/src/read_epoch.h"
 
 #include <functional>
 #include <thread>
@@ -15,24 +15,21 @@ int StripeOfThisThread() {
 
 }  // namespace
 
-ReadEpoch::Guard::Guard(const ReadEpoch& epoch) {
+ReadPin::~ReadPin() {
+  if (counter_ != nullptr) counter_->fetch_sub(1, std::memory_order_release);
+}
+
+ReadPin ReadEpoch::Enter() const {
   const int stripe = StripeOfThisThread();
   for (;;) {
-    uint64_t e = epoch.epoch_.load(std::memory_order_seq_cst);
-    std::atomic<int64_t>& counter = epoch.readers_[e & 1][stripe].value;
+    uint64_t e = epoch_.load(std::memory_order_seq_cst);
+    std::atomic<int64_t>& counter = readers_[e & 1][stripe].value;
     counter.fetch_add(1, std::memory_order_seq_cst);
     // If a writer flipped the epoch meanwhile, it may already have drained this parity:
     // back out and enter under the new one.
-    if (epoch.epoch_.load(std::memory_order_seq_cst) == e) {
-      counter_ = &counter;
-      return;
-    }
+    if (epoch_.load(std::memory_order_seq_cst) == e) return ReadPin(&counter);
     counter.fetch_sub(1, std::memory_order_seq_cst);
   }
-}
-
-ReadEpoch::Guard::~Guard() {
-  if (counter_ != nullptr) counter_->fetch_sub(1, std::memory_order_release);
 }
 
 void ReadEpoch::Synchronize() {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "core/src/read_epoch.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 
@@ -36,12 +37,14 @@ std::string ContractLabel(absl::string_view name, const Version& version) {
 
 }  // namespace
 
-Registry::Registry() : view_(new View()) {}
+Registry::Registry() : view_(new View()), epoch_(std::make_unique<ReadEpoch>()) {}
 
 Registry::~Registry() { delete view_.load(); }
 
+ReadPin Registry::Pin() const { return epoch_->Enter(); }
+
 absl::StatusOr<ContractHandle> Registry::Find(uint64_t contract_id, uint32_t min_major) const {
-  auto guard = epoch_.Enter();
+  auto guard = epoch_->Enter();
   const View* view = view_.load(std::memory_order_acquire);
   if (auto it = view->index.find(contract_id); it != view->index.end()) {
     for (uint32_t index : it->second) {
@@ -58,7 +61,7 @@ absl::StatusOr<ContractHandle> Registry::Find(uint64_t contract_id, uint32_t min
 
 absl::StatusOr<ContractHandle> Registry::FindInBundle(uint64_t bundle_id, uint64_t contract_id,
                                                       uint32_t min_major) const {
-  auto guard = epoch_.Enter();
+  auto guard = epoch_->Enter();
   const View* view = view_.load(std::memory_order_acquire);
   if (auto it = view->index.find(contract_id); it != view->index.end()) {
     for (uint32_t index : it->second) {
@@ -97,7 +100,7 @@ absl::StatusOr<const std::shared_ptr<const Registry::Record>*> Registry::RecordO
 
 absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
     ContractHandle handle) const {
-  auto guard = epoch_.Enter();
+  auto guard = epoch_->Enter();
   auto record = RecordOf(*view_.load(std::memory_order_acquire), handle);
   if (!record.ok()) return record.status();
   return &(**record)->iface;
@@ -105,7 +108,7 @@ absl::StatusOr<const PolyplugGuestContractInterface*> Registry::Resolve(
 
 absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> Registry::Retain(
     ContractHandle handle) const {
-  auto guard = epoch_.Enter();
+  auto guard = epoch_->Enter();
   auto record = RecordOf(*view_.load(std::memory_order_acquire), handle);
   if (!record.ok()) return record.status();
   // Shares ownership of the record, which holds both the interface and the code.
@@ -297,7 +300,7 @@ void Registry::Retire(const View* old_view) {
   // Waiting happens outside mu_, so a reader that holds a Pin while listing (which takes
   // mu_) cannot deadlock a writer.
   std::lock_guard<std::mutex> lock(sync_mu_);
-  epoch_.Synchronize();
+  epoch_->Synchronize();
   delete old_view;  // drops the last reference to replaced or vacated records
 }
 

@@ -16,7 +16,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "polyplug/core/manifest.h"
-#include "polyplug/core/native_loader.h"
 
 namespace polyplug::host {
 namespace {
@@ -198,13 +197,10 @@ class BundleWatcher::Loop {
   bool Settle(const fs::path& dir, Pending& p) {
     const absl::Time now = absl::Now();
     const fs::path manifest_path = dir / "manifest.toml";
-    absl::StatusOr<core::Manifest> manifest = core::LoadManifest(dir);
+    const core::BundleFiles files = core::Runtime::ReadBundleFiles(dir);
+    const absl::StatusOr<core::Manifest>& manifest = files.manifest;
     std::optional<fs::path> artifact;
-    if (manifest.ok()) {
-      if (auto resolved = core::NativeLoader::ResolveArtifact(*manifest); resolved.ok()) {
-        artifact = *resolved;
-      }
-    }
+    if (files.artifact.ok()) artifact = *files.artifact;
     const std::pair<FileState, FileState> seen{StateOf(manifest_path),
                                                artifact ? StateOf(*artifact) : FileState{}};
     if (!p.seen || *p.seen != seen) {  // still changing: look again after another settle
@@ -225,8 +221,7 @@ class BundleWatcher::Loop {
       }
       return true;
     }
-    absl::Status ready = artifact ? core::NativeLoader::CheckArtifact(*artifact, manifest->name)
-                                  : core::NativeLoader::ResolveArtifact(*manifest).status();
+    const absl::Status& ready = files.artifact_check;
     if (!ready.ok()) {
       if (!p.invalid_since) p.invalid_since = now;
       if (now - *p.invalid_since < options_.not_ready_grace) {

@@ -7,10 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "polyplug/core/crash_record.h"
+#include "core/src/crash_record.h"
+#include "core/src/paths.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
-#include "polyplug/core/paths.h"
 
 namespace polyplug::host {
 namespace {

@@ -5,9 +5,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/src/paths.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
-#include "polyplug/core/paths.h"
 #include "polyplug/host/session_stream.h"
 #include "polyplug/host/status_mapping.h"
 

@@ -7,7 +7,6 @@
 
 #include "absl/random/distributions.h"
 #include "absl/strings/str_cat.h"
-#include "polyplug/core/crash_record.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 
@@ -37,39 +36,6 @@ RemoteInstances::~RemoteInstances() {
 
 void RemoteInstances::DestroyAll(std::vector<Record> records) {
   for (Record& r : records) runtime_.DestroyInstance(*r.iface, r.instance);
-}
-
-absl::StatusOr<std::string> RemoteInstances::Call(const PolyplugGuestContractInterface& iface,
-                                                  PolyplugGuestContractInstance instance,
-                                                  absl::string_view label, absl::string_view method,
-                                                  absl::string_view request) const {
-  if (iface.invoke == nullptr) {
-    return MakeError(ErrorReason::kNotInvocable,
-                     absl::StrCat(label,
-                                  " has no message-style invoke entry, so it cannot be called "
-                                  "remotely (a bundle exposes methods by name with guest.hpp's "
-                                  "Contract<...>().Method(name, fn))"));
-  }
-  std::string response;
-  const PolyplugByteSink sink{&response, [](void* context, const uint8_t* data, size_t len) {
-                                static_cast<std::string*>(context)->append(
-                                    reinterpret_cast<const char*>(data), len);
-                              }};
-  // Marked for the crash record: a bundle that dies in here is blamed (--supervise).
-  core::BundleCodeScope calling(core::BundleActivity::kInvoke, nullptr,
-                                reinterpret_cast<const void*>(iface.invoke), method);
-  const PolyplugAbiError error = iface.invoke(
-      iface.user_data, instance, PolyplugStringView{method.data(), method.size()},
-      PolyplugBytesView{reinterpret_cast<const uint8_t*>(request.data()), request.size()}, &sink);
-  if (error.code == POLYPLUG_ABI_OK) return response;
-  if (error.code == POLYPLUG_ABI_FUNCTION_NOT_AVAILABLE) {
-    return MakeError(
-        ErrorReason::kMethodNotFound,
-        absl::StrCat(label, " has no method \"", method, "\": ", core::DescribeAbiError(error)));
-  }
-  return MakeError(ErrorReason::kCallFailed,
-                   absl::StrCat("method \"", method, "\" of ", label,
-                                " failed: ", core::DescribeAbiError(error)));
 }
 
 namespace {
@@ -211,7 +177,7 @@ absl::StatusOr<std::string> RemoteInstances::Invoke(uint64_t id, absl::string_vi
     record = it->second;  // shares the retained interface: its code stays mapped
   }
   absl::StatusOr<std::string> result =
-      Call(*record.iface, record.instance, record.label, method, request);
+      runtime_.Invoke(*record.iface, record.instance, record.label, method, request);
   std::optional<Record> destroy;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -243,14 +209,14 @@ absl::StatusOr<std::string> RemoteInstances::InvokeOnce(core::ContractHandle han
   if (!iface.ok()) {
     result = iface.status();
   } else if ((*iface)->invoke == nullptr) {
-    result = Call(**iface, PolyplugGuestContractInstance{}, label, method, request);
+    result = runtime_.Invoke(**iface, PolyplugGuestContractInstance{}, label, method, request);
   } else {
     absl::StatusOr<PolyplugGuestContractInstance> instance =
         runtime_.CreateInstance(**iface, PolyplugBytesView{nullptr, 0});
     if (!instance.ok()) {
       result = instance.status();
     } else {
-      result = Call(**iface, *instance, label, method, request);
+      result = runtime_.Invoke(**iface, *instance, label, method, request);
       runtime_.DestroyInstance(**iface, *instance);
     }
   }

@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "polyplug/core/crash_record.h"
+#include "core/src/crash_record.h"
 #include "polyplug/host/recovery_state.h"
 
 namespace polyplug::host {

@@ -16,6 +16,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "host/test_pki.h"
+#include "polyplug/core/ids.h"
 
 namespace polyplug::test {
 namespace {
@@ -361,7 +362,7 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
     EXPECT_THAT(r.err, HasSubstr("usage")) << absl::StrJoin(args, " ");
   }
   for (const char* command :
-       {"reload", "load", "unload", "find", "list", "watch", "info", "health", "call"}) {
+       {"reload", "load", "unload", "find", "list", "watch", "info", "health", "call", "id"}) {
     ProcessResult r = RunProcess({POLYPLUGCTL_BINARY, command, "--help"});
     EXPECT_EQ(r.exit_code, 0) << command;
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("usage: polyplugctl ", command))) << command;
@@ -371,6 +372,108 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
   ProcessResult top = RunProcess({POLYPLUGCTL_BINARY, "--help"});
   EXPECT_EQ(top.exit_code, 0);
   EXPECT_THAT(top.out, HasSubstr("exit codes"));
+  EXPECT_THAT(top.out, HasSubstr("\n  id NAME|CONTRACT@MAJOR..."));
+}
+
+// `id` connects to nothing: a --host that every other command refuses as malformed (exit 2)
+// and an unreachable $POLYPLUG_HOST do not matter to it.
+const std::vector<std::string> kNoHost = {POLYPLUGCTL_BINARY, "--host", "unix:"};
+const std::vector<std::pair<std::string, std::string>> kNoHostEnv = {
+    {"POLYPLUG_HOST", "unix:/nonexistent/x.sock"}};
+
+ProcessResult Id(std::vector<std::string> args) {
+  args.insert(args.begin(), kNoHost.begin(), kNoHost.end());
+  return RunProcess(args, kNoHostEnv);
+}
+
+// Whitespace-separated fields of `line`.
+std::vector<std::string> Words(const std::string& line) {
+  return absl::StrSplit(line, ' ', absl::SkipEmpty());
+}
+
+TEST(PolyplugctlIdTest, PrintsBundleAndContractIdsInDecimalAndHexWithoutAHost) {
+  std::vector<std::string> info = kNoHost;
+  info.push_back("info");
+  ASSERT_EQ(RunProcess(info, kNoHostEnv).exit_code, 2) << "the --host is unusable";
+
+  ProcessResult r = Id({"id", "greeter", "example.greeter@1", "my-bundle", "test.counter@12", "x@0",
+                        "x@007", "x@4294967295"});
+  ASSERT_EQ(r.exit_code, 0) << Shown(r);
+  EXPECT_THAT(r.out, Not(HasSubstr("\033[")));
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_THAT(lines, SizeIs(7)) << Shown(r);
+  auto bundle = [](absl::string_view name) {
+    return std::vector<std::string>{std::string(name), "bundle", absl::StrCat(core::BundleId(name)),
+                                    core::FormatBundleId(core::BundleId(name))};
+  };
+  auto contract = [](absl::string_view name, uint32_t major) {
+    const uint64_t id = core::GuestContractId(name, major);
+    return std::vector<std::string>{absl::StrCat(name, "@", major), "contract", absl::StrCat(id),
+                                    core::FormatContractId(id)};
+  };
+  EXPECT_EQ(Words(lines[0]), bundle("greeter"));
+  EXPECT_EQ(Words(lines[1]), contract("example.greeter", 1));
+  EXPECT_EQ(Words(lines[2]), bundle("my-bundle"));
+  EXPECT_EQ(Words(lines[3]), contract("test.counter", 12));
+  EXPECT_EQ(Words(lines[4]), contract("x", 0));
+  EXPECT_EQ(Words(lines[5]), contract("x", 7)) << "MAJOR is a number: 007 is 7";
+  EXPECT_EQ(Words(lines[6]), contract("x", 4294967295u));
+  // The values docs/WRITING_BUNDLES.md shows in manifests, and a reference golden value.
+  EXPECT_EQ(Words(lines[0])[2], "8256090817518882973");
+  EXPECT_EQ(Words(lines[1])[2], "13594414881126601513");
+  EXPECT_EQ(Words(lines[2])[3], "0xfe6226876e3a35b2");
+  // The columns line up.
+  EXPECT_EQ(lines[0].find("bundle"), lines[1].find("contract"));
+}
+
+TEST(PolyplugctlIdTest, JsonIsOneObjectPerOperand) {
+  ProcessResult r = Id({"id", "--json", "greeter", "example.greeter@1"});
+  ASSERT_EQ(r.exit_code, 0) << Shown(r);
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_THAT(lines, SizeIs(2)) << Shown(r);
+
+  const auto bundle = Parse<google::protobuf::Struct>(lines[0]);
+  EXPECT_EQ(Field(bundle, "kind"), "BUNDLE");
+  EXPECT_EQ(Field(bundle, "name"), "greeter");
+  EXPECT_EQ(Field(bundle, "id"), absl::StrCat(core::BundleId("greeter")));
+  EXPECT_EQ(Field(bundle, "id_hex"), core::FormatBundleId(core::BundleId("greeter")));
+  EXPECT_FALSE(bundle.fields().contains("major"));
+
+  const auto contract = Parse<google::protobuf::Struct>(lines[1]);
+  const uint64_t id = core::GuestContractId("example.greeter", 1);
+  EXPECT_EQ(Field(contract, "kind"), "GUEST_CONTRACT");
+  EXPECT_EQ(Field(contract, "name"), "example.greeter@1");
+  EXPECT_EQ(Field(contract, "contract_name"), "example.greeter");
+  ASSERT_TRUE(contract.fields().contains("major"));
+  EXPECT_EQ(contract.fields().at("major").number_value(), 1);
+  EXPECT_EQ(Field(contract, "id"), absl::StrCat(id)) << "a string: a JSON number loses digits";
+  EXPECT_EQ(Field(contract, "id_hex"), core::FormatContractId(id));
+}
+
+TEST(PolyplugctlIdTest, BadOperandsAreUsageErrors) {
+  const std::vector<std::vector<std::string>> bad = {
+      {"id"},
+      {"id", ""},
+      {"id", "x@notanumber"},
+      {"id", "x@"},
+      {"id", "@1"},
+      {"id", "x@1.0"},
+      {"id", "x@+1"},
+      {"id", "x@4294967296"},
+      {"id", "greeter", "x@notanumber"},
+  };
+  for (const auto& args : bad) {
+    const std::string shown = absl::StrJoin(args, " ");
+    ProcessResult r = Id(args);
+    EXPECT_EQ(r.exit_code, 2) << shown << "\n" << Shown(r);
+    EXPECT_EQ(r.out, "") << shown << ": nothing is printed when an operand is bad";
+    EXPECT_THAT(r.err, HasSubstr("usage: polyplugctl id")) << shown;
+    if (args.size() > 1 && !args.back().empty()) {
+      EXPECT_THAT(r.err, HasSubstr(absl::StrCat("'", args.back(), "'"))) << shown;
+    }
+  }
+  EXPECT_THAT(Id({"id", ""}).err, HasSubstr("empty"));
+  EXPECT_THAT(Id({"id", "x@notanumber"}).err, HasSubstr("decimal number"));
 }
 
 TEST_F(PolyplugctlTest, TlsFlagsReachAMutualTlsHost) {

@@ -127,7 +127,7 @@ TEST_F(WatchTest, AnEditedManifestThatIsInvalidFailsAndTheOldVersionStays) {
   size_t from = log_.lines().size();
   WriteFile(counter_ / "manifest.toml", "name = [this is not toml");
   EXPECT_THAT(PhasesUntil(from, "FAILED counter"), ElementsAre("FAILED counter"))
-      << "a manifest error fails before PREPARING (reference 5.5 step 3)";
+      << "a manifest error fails before PREPARING (docs/SEMANTICS.md §4 step 3)";
   EXPECT_EQ(log_.events().back().reason, v1::FAILURE_REASON_MANIFEST_INVALID);
   EXPECT_EQ(Version(), "v1");
 

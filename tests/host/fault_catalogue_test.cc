@@ -163,7 +163,7 @@ struct BundleFault {
   // manifest and library paths.
   std::vector<std::string> message_parts;
   // Reload refuses the request before PREPARING (a gRPC error with `code` and `reason`, no
-  // phase event) instead of reporting a FAILED reload: reference 5.5 step 4, the loader.
+  // phase event) instead of reporting a FAILED reload: docs/SEMANTICS.md §4 step 4, the loader.
   bool reload_refused = false;
 };
 
@@ -344,6 +344,21 @@ std::vector<BundleFault> BundleFaults() {
        v1::FAILURE_REASON_INVALID_ARGUMENT,
        {"test.impostor@1", core::FormatContractId(core::GuestContractId("test.counter", 1)),
         core::FormatContractId(core::GuestContractId("test.impostor", 1))}},
+      {"ContractVersionGivenTwiceDifferently",
+       LibraryOf("version_mismatch"),
+       C::INVALID_ARGUMENT,
+       v1::FAILURE_REASON_INVALID_ARGUMENT,
+       {"test.version_mismatch", "1.5.0", "1.0.0"}},
+      {"ImportsProtobufsFullRuntime",
+       LibraryOf("proto_full"),
+       C::FAILED_PRECONDITION,
+       v1::FAILURE_REASON_ARTIFACT_NOT_LOADABLE,
+       {"$LIBRARY", "google::protobuf::internal::AddDescriptorsRunner", "LITE_RUNTIME"}},
+      {"DefinesAnAbseilFlag",
+       LibraryOf("absl_flag"),
+       C::FAILED_PRECONDITION,
+       v1::FAILURE_REASON_ARTIFACT_NOT_LOADABLE,
+       {"$LIBRARY", "absl::flags_internal::RegisterCommandLineFlag", "define flags in the host"}},
   };
 }
 

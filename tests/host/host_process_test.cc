@@ -38,6 +38,7 @@ namespace fs = std::filesystem;
 namespace v1 = ::polyplug::host::v1;
 using ::google::protobuf::util::MessageDifferencer;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
@@ -260,6 +261,37 @@ TEST_F(HostProcessTest, ReloadByPathInsideTheRootWorks) {
   ASSERT_TRUE(by_manifest.status.ok()) << ToString(by_manifest.status);
   EXPECT_EQ(by_manifest.response.outcome(), v1::RELOAD_OUTCOME_RELOADED);
   EXPECT_EQ(by_manifest.response.bundle_name(), "counter");
+}
+
+// polyplug's v1/ and v2/ directories of one bundle: Reload with the path of v2/ replaces the
+// loaded v1 and the bundle lives in v2/ from then on. (Before, the host answered
+// BUNDLE_NOT_FOUND "load it first", and LoadBundle then BUNDLE_ALREADY_LOADED.)
+TEST_F(HostProcessTest, ReloadFromASiblingDirectoryOfTheSameBundleMovesItThere) {
+  const fs::path v1 = CopyBundle(TestBundleDir("counter_v1"), root() / "counter-v1");
+  const fs::path v2 = CopyBundle(TestBundleDir("counter_v2"), root() / "counter-v2");
+  ASSERT_NO_FATAL_FAILURE(StartHost());  // loads counter-v1, the first of the two
+
+  const auto load = LoadBundle(v2.string());
+  EXPECT_EQ(load.status.error_code(), grpc::StatusCode::ALREADY_EXISTS) << ToString(load.status);
+  EXPECT_THAT(load.status.error_message(), HasSubstr("reload it with that path"));
+
+  const auto reload = ReloadByPath(v2.string());
+  ASSERT_TRUE(reload.status.ok()) << ToString(reload.status);
+  EXPECT_EQ(reload.response.outcome(), v1::RELOAD_OUTCOME_RELOADED);
+  ASSERT_EQ(reload.response.events_size(), 2);
+  EXPECT_EQ(reload.response.events(1).phase(), v1::PHASE_RELOADED);
+  EXPECT_EQ(reload.response.events(1).bundle_version().major(), 2u);
+  const v1::ListBundlesResponse list = ListBundles();
+  const v1::Bundle* counter = FindBundle(list, "counter");
+  ASSERT_NE(counter, nullptr);
+  EXPECT_EQ(counter->dir(), v2.string());
+  EXPECT_EQ(counter->version().major(), 2u);
+  const auto answer = Invoke("test.counter@1", "version", "");
+  ASSERT_TRUE(answer.status.ok()) << ToString(answer.status);
+  EXPECT_EQ(answer.response.response(), "v2");
+
+  // By name it now reloads from v2/.
+  EXPECT_EQ(ReloadOk("counter").events(1).bundle_version().major(), 2u);
 }
 
 TEST_F(HostProcessTest, FailedReloadIsAResponseAndKeepsV1Live) {

@@ -15,9 +15,9 @@
 #include <string>
 #include <thread>
 
+#include "core/src/crash_record.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "polyplug/core/crash_record.h"
 #include "support/bundle_fixture.h"
 
 namespace polyplug::test {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs polyplug from the build tree into a scratch prefix, builds the external bundle
-# example against the installed package and checks the bundle directory it produced, then
-# builds the client example against the installed client package and runs it against a
-# real polyplug-host.
+# example against the installed package and checks the bundle directory it produced, builds
+# a plain C bundle with the gcc and polyplug-mkmanifest command lines of
+# docs/WRITING_BUNDLES.md (read from the page, run as written), then builds the client
+# example against the installed client package and runs it against a real polyplug-host,
+# which also loads and calls the C bundle.
 # usage: install_package_test.sh <build dir> <source dir>
 set -euo pipefail
 build=$1
@@ -21,6 +23,44 @@ if readelf --dyn-syms -W "$bundle/libhello.so" | grep -q UNIQUE; then
   echo "FAIL: bundle has STB_GNU_UNIQUE symbols despite -fno-gnu-unique"; exit 1
 fi
 echo "PASS: external bundle built against the installed package"
+
+# The plain C bundle of docs/WRITING_BUNDLES.md (tests/integration/hello_c.c), built with the
+# page's own command lines: the first command of a code block that starts with $1
+# (continuation lines joined), PREFIX replaced by the scratch prefix.
+documented() {
+  awk -v start="$1" '
+    /^```/ { in_code = !in_code; line = ""; next }
+    in_code {
+      line = line $0
+      if (line ~ /\\$/) { sub(/\\$/, "", line); next }
+      if (index(line, start) == 1) { print line; exit }
+      line = ""
+    }' "$source/docs/WRITING_BUNDLES.md" | sed "s|PREFIX|$scratch/prefix|g"
+}
+gcc_line=$(documented "gcc -std=c11 ")
+mkmanifest_line=$(documented "PREFIX/bin/polyplug-mkmanifest ")
+[[ -n $gcc_line && -n $mkmanifest_line ]] ||
+  { echo "FAIL: docs/WRITING_BUNDLES.md has no gcc or polyplug-mkmanifest command line"; exit 1; }
+c_build="$scratch/hello-c"
+mkdir -p "$c_build"
+cp "$source/tests/integration/hello_c.c" "$c_build/"
+if ! (cd "$c_build" && eval "$gcc_line") >"$scratch/gcc.log" 2>&1 || [[ -s $scratch/gcc.log ]]; then
+  echo "FAIL: the documented gcc command line did not build hello_c.c cleanly:"
+  echo "  $gcc_line"; cat "$scratch/gcc.log"; exit 1
+fi
+if ! (cd "$c_build" && eval "$mkmanifest_line") >"$scratch/mkmanifest.log" 2>&1; then
+  echo "FAIL: the documented polyplug-mkmanifest command line failed:"
+  echo "  $mkmanifest_line"; cat "$scratch/mkmanifest.log"; exit 1
+fi
+rm "$c_build/hello_c.c"  # the bundle: manifest.toml and the library
+ctl="$scratch/prefix/bin/polyplugctl"
+c_id=$("$ctl" id hello-c | awk '{print $3}') || { echo "FAIL: polyplugctl id hello-c failed"; exit 1; }
+grep -qx "id = $c_id" "$c_build/manifest.toml" ||
+  { echo "FAIL: manifest id is not polyplugctl id hello-c ($c_id):"; cat "$c_build/manifest.toml"; exit 1; }
+if readelf --dyn-syms -W "$c_build/libhello_c.so" | grep -q UNIQUE; then
+  echo "FAIL: the C bundle has STB_GNU_UNIQUE symbols"; exit 1
+fi
+echo "PASS: plain C bundle built with the documented gcc and polyplug-mkmanifest command lines"
 
 # The client package: examples/client_app built as a project of its own against the
 # installed polyplug_client, then run against a real polyplug-host from the build tree.
@@ -43,3 +83,20 @@ fi
 grep -q "RELOADED greeter 2.0.0" "$scratch/app.log" ||
   { echo "FAIL: no RELOADED event in the demo's output:"; cat "$scratch/app.log"; exit 1; }
 echo "PASS: client application built against the installed polyplug_client drove a real host"
+
+# The C bundle loads into the same host and answers a remote call through its invoke.
+cp -r "$c_build" "$scratch/bundles/hello-c"
+ctl_host=("$ctl" --host "unix:$scratch/host.sock")
+if ! "${ctl_host[@]}" load "$scratch/bundles/hello-c" >"$scratch/load.log" 2>&1; then
+  echo "FAIL: the plain C bundle did not load:"; cat "$scratch/load.log"
+  echo "--- host log"; cat "$scratch/host.log"; exit 1
+fi
+answer=$("${ctl_host[@]}" call example.hello_c@1 greet --data installer 2>&1) ||
+  { echo "FAIL: calling the C bundle failed: $answer"; exit 1; }
+[[ $answer == "Hello, installer! (hello_c)" ]] ||
+  { echo "FAIL: the C bundle answered '$answer'"; exit 1; }
+dir=$("${ctl_host[@]}" call example.hello_c@1 dir 2>&1) ||
+  { echo "FAIL: calling the C bundle failed: $dir"; exit 1; }
+[[ $dir -ef $scratch/bundles/hello-c ]] ||
+  { echo "FAIL: the C bundle copied its bundle_path as '$dir'"; exit 1; }
+echo "PASS: the plain C bundle loaded into a real host and answered through invoke"

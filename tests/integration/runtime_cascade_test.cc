@@ -1,6 +1,9 @@
-// Cascade reload of dependents (reference 5.6): chain_a <- chain_b <- chain_c, the
+// Cascade reload of dependents (docs/SEMANTICS.md §5): chain_a <- chain_b <- chain_c, the
 // needs_reinit_on_dep_reload opt-in, failing dependents, and a dependency cycle.
+#include <dlfcn.h>
+
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -159,7 +162,7 @@ TEST_F(RuntimeCascadeTest, FailingDependentIsReportedButThePrimarySucceeds) {
   EXPECT_EQ(events[2].reload_id, events[0].reload_id);
   ASSERT_THAT(outcome->events, SizeIs(3));
 
-  // The cascade failure is logged at Warn (reference 5.6).
+  // The cascade failure is logged at Warn (docs/SEMANTICS.md §5).
   EXPECT_THAT(log().Matching(core::LogLevel::kWarn, "chain_b"), Not(IsEmpty()))
       << ToString(log().lines());
 
@@ -203,6 +206,257 @@ TEST_F(RuntimeCascadeTest, CycleReloadTerminates) {
   for (const char* contract : {"cycle.x", "cycle.y"}) {
     EXPECT_THAT(runtime().Find(core::GuestContractId(contract, 1), 1).status(), IsOk()) << contract;
   }
+}
+
+// ---- Graphs of graph_node bundles: each bundle reloads at most once per operation, after
+// every bundle it depends on in that operation, in a deterministic order.
+
+class RuntimeCascadeGraphTest : public RuntimeTest {
+ protected:
+  // Writes and loads a node depending on `depends`.
+  void Node(const std::string& name, std::vector<std::string> depends = {},
+            bool needs_reinit = true) {
+    const fs::path dir =
+        WriteGraphNode(bundles().path(), GraphNode(name, std::move(depends), needs_reinit));
+    ASSERT_THAT(runtime().LoadBundle(dir).status(), IsOk()) << name;
+  }
+
+  // Reloads `name` (which must reach RELOADED) and returns the events it fired.
+  std::vector<core::PhaseEvent> Reload(const std::string& name) {
+    recorder().Clear();
+    absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundleByName(name);
+    EXPECT_THAT(outcome.status(), IsOk());
+    if (!outcome.ok()) return {};
+    EXPECT_TRUE(outcome->ok()) << outcome->status;
+    const std::vector<core::PhaseEvent> events = recorder().events();
+    EXPECT_EQ(outcome->events.size(), events.size());
+    return events;
+  }
+
+  // Breaks the node's manifest (a wrong id), so that its next reload fails validation.
+  void BreakManifest(const std::string& name) {
+    ASSERT_TRUE(
+        ReplaceInFile(bundles() / name / "manifest.toml", DecimalId(BundleId(name)), "12345"));
+  }
+
+  uint64_t ReloadCount(const std::string& name) {
+    absl::StatusOr<core::BundleInfo> info = runtime().GetBundle(name);
+    EXPECT_THAT(info.status(), IsOk()) << name;
+    return info.ok() ? info->reload_count : 0;
+  }
+
+  // The event of `phase` for `bundle` among `events` (a test failure when absent).
+  static core::PhaseEvent EventOf(const std::vector<core::PhaseEvent>& events, Phase phase,
+                                  absl::string_view bundle) {
+    for (const core::PhaseEvent& e : events) {
+      if (e.phase == phase && e.bundle_name == bundle) return e;
+    }
+    ADD_FAILURE() << "no " << core::PhaseName(phase) << " " << bundle;
+    return {};
+  }
+};
+
+// a <- b <- c and a <- c: c is reached through a and through b, and must reload once,
+// after both, nested inside b (the provider whose reload made it ready).
+TEST_F(RuntimeCascadeGraphTest, ADiamondReloadsTheSharedDependentOnceAfterBothProviders) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("c", {NodeContract("a"), NodeContract("b")}));
+
+  const std::vector<core::PhaseEvent> events = Reload("a");
+  ASSERT_THAT(Describe(events), ElementsAre("PREPARING a", "PREPARING b", "PREPARING c",
+                                            "RELOADED c", "RELOADED b", "RELOADED a"));
+  EXPECT_EQ(events[2].parent_reload_id, events[1].reload_id);
+  EXPECT_EQ(events[1].parent_reload_id, events[0].reload_id);
+  for (const char* name : {"a", "b", "c"}) EXPECT_EQ(ReloadCount(name), 1u) << name;
+
+  // And again: still once each.
+  ASSERT_THAT(Describe(Reload("a")), SizeIs(6));
+  for (const char* name : {"a", "b", "c"}) EXPECT_EQ(ReloadCount(name), 2u) << name;
+}
+
+// The same diamond with the shared dependent's name sorting first: name order alone would
+// reload c before z, while c still uses the z that is about to be replaced.
+TEST_F(RuntimeCascadeGraphTest, ADependentWaitsForEveryProviderInTheOperationWhateverItsName) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("z", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("c", {NodeContract("a"), NodeContract("z")}));
+
+  const std::vector<core::PhaseEvent> events = Reload("a");
+  ASSERT_THAT(Describe(events), ElementsAre("PREPARING a", "PREPARING z", "PREPARING c",
+                                            "RELOADED c", "RELOADED z", "RELOADED a"));
+  EXPECT_EQ(events[2].parent_reload_id, events[1].reload_id);
+  for (const char* name : {"a", "z", "c"}) EXPECT_EQ(ReloadCount(name), 1u) << name;
+}
+
+TEST_F(RuntimeCascadeGraphTest, AProviderWithThreeDependentsReloadsThemInNameOrder) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  // Loaded out of name order on purpose.
+  ASSERT_NO_FATAL_FAILURE(Node("x", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("m", {NodeContract("a")}));
+
+  const std::vector<core::PhaseEvent> events = Reload("a");
+  ASSERT_THAT(Describe(events),
+              ElementsAre("PREPARING a", "PREPARING b", "RELOADED b", "PREPARING m", "RELOADED m",
+                          "PREPARING x", "RELOADED x", "RELOADED a"));
+  for (size_t i = 1; i + 1 < events.size(); ++i) {
+    EXPECT_EQ(events[i].parent_reload_id, events[0].reload_id) << Describe(events[i]);
+    EXPECT_EQ(events[i].root_reload_id, events[0].reload_id) << Describe(events[i]);
+  }
+}
+
+// c depends on a and on b; b fails. c is still reloaded once (a did reload), under a.
+TEST_F(RuntimeCascadeGraphTest, ADependentReachedByTwoPathsReloadsOnceWhenTheFirstPathFails) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("c", {NodeContract("a"), NodeContract("b")}));
+  ASSERT_NO_FATAL_FAILURE(BreakManifest("b"));
+
+  const std::vector<core::PhaseEvent> events = Reload("a");
+  ASSERT_THAT(Describe(events),
+              ElementsAre("PREPARING a", "FAILED b", "PREPARING c", "RELOADED c", "RELOADED a"));
+  EXPECT_EQ(events[1].reason, ErrorReason::kBundleTampered);
+  EXPECT_EQ(events[2].parent_reload_id, events[0].reload_id);
+  EXPECT_EQ(ReloadCount("b"), 0u);
+  EXPECT_EQ(ReloadCount("c"), 1u);
+}
+
+// The same, with the failing provider sorting after the shared dependent: c waits for z,
+// z fails, and c still reloads, once, after it.
+TEST_F(RuntimeCascadeGraphTest, ADependentWaitingForAProviderThatFailsStillReloadsOnce) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("z", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("c", {NodeContract("a"), NodeContract("z")}));
+  ASSERT_NO_FATAL_FAILURE(BreakManifest("z"));
+
+  const std::vector<core::PhaseEvent> events = Reload("a");
+  ASSERT_THAT(Describe(events),
+              ElementsAre("PREPARING a", "FAILED z", "PREPARING c", "RELOADED c", "RELOADED a"));
+  EXPECT_EQ(ReloadCount("c"), 1u);
+}
+
+// A dependent of only the failed bundle is not reloaded: nothing it uses changed.
+TEST_F(RuntimeCascadeGraphTest, ADependentOfOnlyAFailedBundleIsNotReloaded) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}));
+  ASSERT_NO_FATAL_FAILURE(Node("c", {NodeContract("b")}));
+  ASSERT_NO_FATAL_FAILURE(BreakManifest("b"));
+
+  EXPECT_THAT(Describe(Reload("a")), ElementsAre("PREPARING a", "FAILED b", "RELOADED a"));
+  EXPECT_EQ(ReloadCount("c"), 0u);
+}
+
+// A reload that changes [[dependency]] or needs_reinit_on_dep_reload takes effect for the
+// next cascade and the next unload.
+TEST_F(RuntimeCascadeGraphTest, ADependencyAddedByAReloadJoinsTheNextCascadeAndBlocksUnload) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b"));
+  EXPECT_THAT(Describe(Reload("a")), ElementsAre("PREPARING a", "RELOADED a"));
+
+  WriteGraphNode(bundles().path(), GraphNode("b", {NodeContract("a")}));
+  EXPECT_THAT(Describe(Reload("b")), ElementsAre("PREPARING b", "RELOADED b"));
+  EXPECT_THAT(runtime().GetBundle("b")->declared_dependencies,
+              ElementsAre(core::GuestContractId("node.a", 1)));
+
+  EXPECT_THAT(Describe(Reload("a")),
+              ElementsAre("PREPARING a", "PREPARING b", "RELOADED b", "RELOADED a"));
+  EXPECT_THAT(runtime().UnloadBundle("a", core::UnloadMode::kRefuseIfInUse).status(),
+              HasReason(ErrorReason::kDependencyInUse));
+}
+
+TEST_F(RuntimeCascadeGraphTest, ADependencyDroppedByAReloadLeavesTheCascadeAndTheUnloadCheck) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}));
+  ASSERT_THAT(runtime().UnloadBundle("a", core::UnloadMode::kRefuseIfInUse).status(),
+              HasReason(ErrorReason::kDependencyInUse));
+
+  WriteGraphNode(bundles().path(), GraphNode("b"));
+  EXPECT_THAT(Describe(Reload("b")), ElementsAre("PREPARING b", "RELOADED b"));
+
+  EXPECT_THAT(Describe(Reload("a")), ElementsAre("PREPARING a", "RELOADED a"));
+  absl::StatusOr<std::vector<std::string>> unloaded =
+      runtime().UnloadBundle("a", core::UnloadMode::kRefuseIfInUse);
+  ASSERT_THAT(unloaded.status(), IsOk());
+  EXPECT_THAT(*unloaded, ElementsAre("a"));
+}
+
+TEST_F(RuntimeCascadeGraphTest, TurningTheOptInOnOrOffByAReloadChangesTheNextCascade) {
+  ASSERT_NO_FATAL_FAILURE(Node("a"));
+  ASSERT_NO_FATAL_FAILURE(Node("b", {NodeContract("a")}, /*needs_reinit=*/false));
+  EXPECT_THAT(Describe(Reload("a")), ElementsAre("PREPARING a", "RELOADED a"));
+
+  WriteGraphNode(bundles().path(), GraphNode("b", {NodeContract("a")}, true));
+  EXPECT_THAT(Describe(Reload("b")), ElementsAre("PREPARING b", "RELOADED b"));
+  EXPECT_THAT(Describe(Reload("a")),
+              ElementsAre("PREPARING a", "PREPARING b", "RELOADED b", "RELOADED a"));
+
+  WriteGraphNode(bundles().path(), GraphNode("b", {NodeContract("a")}, false));
+  EXPECT_THAT(Describe(Reload("b")), ElementsAre("PREPARING b", "RELOADED b"));
+  EXPECT_THAT(Describe(Reload("a")), ElementsAre("PREPARING a", "RELOADED a"));
+}
+
+// A dependent that opted in may keep pointers into its provider from its init; its old code
+// runs until its own PREPARING, inside the provider's cascade. The provider's old image
+// must still be mapped then, and calls through the kept pointer must still work.
+TEST_F(RuntimeCascadeTest, ADependentsOldCodeCanStillCallItsOldProviderDuringTheCascade) {
+  ASSERT_NO_FATAL_FAILURE(dir_a_ = CopyAndLoad("chain_a"));
+  ASSERT_NO_FATAL_FAILURE(CopyAndLoad("holds_chain_a"));
+  const std::string old_image = runtime().GetBundle("chain_a")->image.string();
+  ASSERT_FALSE(old_image.empty());
+
+  struct SeenAtPreparing {
+    bool reached = false;
+    std::string image_of_kept_function;  // "" when no loaded image holds it
+    absl::StatusOr<int32_t> call_result = absl::UnknownError("not called");
+  };
+  auto seen = std::make_shared<SeenAtPreparing>();
+  const core::Runtime* rt = &runtime();
+  const core::EventJournal::ListenerId listener = runtime().AddPhaseCallback(
+      [seen, rt](const PolyplugReloadPhase&, const core::PhaseEvent& event) {
+        if (event.phase != Phase::kPreparing || event.bundle_name != "holds_chain_a") return;
+        seen->reached = true;
+        // The dependent's old image still answers here (it is swapped after this event).
+        absl::StatusOr<core::ContractHandle> handle =
+            rt->Find(core::GuestContractId("holds.chain_a", 1), 1);
+        if (!handle.ok()) return;
+        auto pin = rt->Pin();
+        absl::StatusOr<const PolyplugGuestContractInterface*> iface = rt->Resolve(*handle);
+        if (!iface.ok()) return;
+        uint64_t address = 0;
+        PolyplugAbiError err{POLYPLUG_ABI_OK, {nullptr, 0}};
+        (*iface)->functions[1](PolyplugGuestContractInstance{nullptr, 0}, nullptr, &address, &err);
+        Dl_info info{};
+        if (address == 0 || dladdr(reinterpret_cast<void*>(address), &info) == 0 ||
+            info.dli_fname == nullptr) {
+          return;  // unmapped: calling it would crash
+        }
+        seen->image_of_kept_function = info.dli_fname;
+        int32_t out = 0;
+        (*iface)->functions[0](PolyplugGuestContractInstance{nullptr, 0}, nullptr, &out, &err);
+        seen->call_result = err.code == POLYPLUG_ABI_OK
+                                ? absl::StatusOr<int32_t>(out)
+                                : absl::InternalError("fn0 of holds.chain_a failed");
+      });
+
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(dir_a_);
+  runtime().RemovePhaseCallback(listener);
+  ASSERT_THAT(outcome.status(), IsOk());
+  ASSERT_TRUE(outcome->ok()) << outcome->status;
+  EXPECT_THAT(Describe(outcome->events), ElementsAre("PREPARING chain_a", "PREPARING holds_chain_a",
+                                                     "RELOADED holds_chain_a", "RELOADED chain_a"));
+  ASSERT_TRUE(seen->reached);
+  EXPECT_EQ(seen->image_of_kept_function, old_image)
+      << "chain_a's old image was closed before its dependent's PREPARING";
+  ASSERT_THAT(seen->call_result.status(), IsOk());
+  EXPECT_EQ(*seen->call_result, 1);
+
+  // After the operation the old image is gone and the dependent calls the new one.
+  EXPECT_NE(runtime().GetBundle("chain_a")->image.string(), old_image);
+  EXPECT_FALSE(fs::exists(old_image));
+  absl::StatusOr<int32_t> through_new = CallFn0(runtime(), "holds.chain_a", 1);
+  ASSERT_THAT(through_new.status(), IsOk());
+  EXPECT_EQ(*through_new, 1);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// DiscoverAndLoad (reference 2.5): one level deep, dependency order, cycles and
+// DiscoverAndLoad (docs/SEMANTICS.md §9): one level deep, dependency order, cycles and
 // unsatisfied dependencies refused before anything loads.
 #include <filesystem>
 #include <string>

@@ -1,4 +1,4 @@
-// Load failures (reference 5.3, 6.2): each returns the precise reason, publishes nothing,
+// Load failures (docs/SEMANTICS.md §3): each returns the precise reason, publishes nothing,
 // fires no event, leaves no private copy behind, and a good bundle loads afterwards.
 #include <filesystem>
 #include <functional>

@@ -1,4 +1,4 @@
-// Live-instance accounting (reference 5.5 step 8, 5.7, 5.8): PREPARING and UNLOADING
+// Live-instance accounting (docs/SEMANTICS.md §4 step 6, §6, §8): PREPARING and UNLOADING
 // report the instances still alive, and the runtime warns when a reload or unload
 // proceeds over them.
 #include <cstdint>
@@ -43,7 +43,7 @@ class RuntimeInstancesTest : public RuntimeTest {
 
   // Creates a counter instance through the runtime (counted).
   PolyplugGuestContractInstance Create() {
-    core::ReadEpoch::Guard pin = runtime().Pin();
+    core::ReadPin pin = runtime().Pin();
     absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime().Resolve(handle_);
     EXPECT_THAT(iface.status(), IsOk());
     if (!iface.ok()) return {};
@@ -58,7 +58,7 @@ class RuntimeInstancesTest : public RuntimeTest {
 
   // Calls fn1 (increment) on the instance and returns the new count.
   int64_t Increment(PolyplugGuestContractInstance instance) {
-    core::ReadEpoch::Guard pin = runtime().Pin();
+    core::ReadPin pin = runtime().Pin();
     absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime().Resolve(handle_);
     EXPECT_THAT(iface.status(), IsOk());
     if (!iface.ok()) return -1;
@@ -70,7 +70,7 @@ class RuntimeInstancesTest : public RuntimeTest {
   }
 
   void Destroy(PolyplugGuestContractInstance instance) {
-    core::ReadEpoch::Guard pin = runtime().Pin();
+    core::ReadPin pin = runtime().Pin();
     absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime().Resolve(handle_);
     ASSERT_THAT(iface.status(), IsOk());
     runtime().DestroyInstance(**iface, instance);
@@ -210,7 +210,7 @@ TEST_F(RuntimeInstancesTest, StatelessInstancesAreNotCounted) {
       runtime().Find(GuestContractId("test.stateless", 1), 1);
   ASSERT_THAT(handle.status(), IsOk());
   {
-    core::ReadEpoch::Guard pin = runtime().Pin();
+    core::ReadPin pin = runtime().Pin();
     absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime().Resolve(*handle);
     ASSERT_THAT(iface.status(), IsOk());
     absl::StatusOr<PolyplugGuestContractInstance> instance =
@@ -224,6 +224,83 @@ TEST_F(RuntimeInstancesTest, StatelessInstancesAreNotCounted) {
   ASSERT_THAT(recorder().events(), SizeIs(2));
   EXPECT_EQ(recorder().events()[0].live_instances, 0u);
   EXPECT_THAT(LiveInstanceWarnings(), IsEmpty()) << ToString(log().lines());
+}
+
+// Reset of the counts (reload flow step 13, unload): a contract the new version no longer
+// provides, or an unloaded bundle's, had its instances die with the old code; a later
+// provider of that contract must not inherit their count.
+class RuntimeInstancesOfDroppedContractsTest : public RuntimeTest {
+ protected:
+  // Loads x providing node.x@1 and shared.q@1 and makes one (counted) instance of shared.q.
+  void LoadXWithAnInstanceOfQ() {
+    x_dir_ = WriteGraphNode(bundles().path(),
+                            GraphNode("x", {}, true, {NodeContract("x"), "shared.q@1"}));
+    ASSERT_THAT(runtime().LoadBundle(x_dir_).status(), IsOk());
+    absl::StatusOr<core::ContractHandle> q = runtime().Find(GuestContractId("shared.q", 1), 1);
+    ASSERT_THAT(q.status(), IsOk());
+    absl::StatusOr<std::shared_ptr<const PolyplugGuestContractInterface>> iface =
+        runtime().Retain(*q);
+    ASSERT_THAT(iface.status(), IsOk());
+    q_iface_ = *iface;
+    absl::StatusOr<PolyplugGuestContractInstance> instance =
+        runtime().CreateInstance(*q_iface_, PolyplugBytesView{nullptr, 0});
+    ASSERT_THAT(instance.status(), IsOk());
+    ASSERT_NE(instance->data, nullptr);
+    q_instance_ = *instance;
+  }
+
+  // The instance died with x's old code: frees its memory through that code (kept mapped by
+  // the retained interface) without telling the runtime, which already forgot it.
+  void FreeTheDeadInstance() {
+    q_iface_->destroy_instance(q_iface_->user_data, runtime().host_api(), q_instance_);
+    q_iface_.reset();
+  }
+
+  // Loads y, a later provider of shared.q@1, and returns the live_instances its first
+  // reload reports.
+  uint64_t LiveInstancesOfALaterProviderOfQ() {
+    const fs::path y = WriteGraphNode(bundles().path(),
+                                      GraphNode("y", {}, true, {NodeContract("y"), "shared.q@1"}));
+    EXPECT_THAT(runtime().LoadBundle(y).status(), IsOk());
+    recorder().Clear();
+    log().Clear();
+    absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundleByName("y");
+    EXPECT_THAT(outcome.status(), IsOk());
+    const std::vector<core::PhaseEvent> events = recorder().events();
+    EXPECT_THAT(Describe(events), ElementsAre("PREPARING y", "RELOADED y"));
+    EXPECT_THAT(log().Matching(core::LogLevel::kWarn, "live guest instance"), IsEmpty())
+        << ToString(log().lines());
+    return events.empty() ? ~uint64_t{0} : events[0].live_instances;
+  }
+
+  fs::path x_dir_;
+  std::shared_ptr<const PolyplugGuestContractInterface> q_iface_;
+  PolyplugGuestContractInstance q_instance_{};
+};
+
+TEST_F(RuntimeInstancesOfDroppedContractsTest, AContractDroppedByAReloadStartsFromZeroElsewhere) {
+  ASSERT_NO_FATAL_FAILURE(LoadXWithAnInstanceOfQ());
+  WriteGraphNode(bundles().path(), GraphNode("x"));  // v2 provides only node.x@1
+  recorder().Clear();
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(x_dir_);
+  ASSERT_THAT(outcome.status(), IsOk());
+  ASSERT_TRUE(outcome->ok()) << outcome->status;
+  ASSERT_THAT(recorder().events(), SizeIs(2));
+  EXPECT_EQ(recorder().events()[0].live_instances, 1u);
+  FreeTheDeadInstance();
+
+  EXPECT_EQ(LiveInstancesOfALaterProviderOfQ(), 0u);
+}
+
+TEST_F(RuntimeInstancesOfDroppedContractsTest, AnUnloadedBundlesContractsStartFromZeroElsewhere) {
+  ASSERT_NO_FATAL_FAILURE(LoadXWithAnInstanceOfQ());
+  recorder().Clear();
+  ASSERT_THAT(runtime().UnloadBundle("x", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
+  ASSERT_THAT(recorder().events(), SizeIs(1));
+  EXPECT_EQ(recorder().events()[0].live_instances, 1u);
+  FreeTheDeadInstance();
+
+  EXPECT_EQ(LiveInstancesOfALaterProviderOfQ(), 0u);
 }
 
 }  // namespace

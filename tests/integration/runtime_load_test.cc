@@ -115,7 +115,7 @@ TEST_F(RuntimeLoadTest, CleanLoadAndUnloadLogNoWarnings) {
   EXPECT_THAT(log().Warnings(), IsEmpty()) << ToString(log().Warnings());
 }
 
-// Reference 3.4: inside polyplug_init only declared dependencies are visible.
+// docs/SEMANTICS.md §3 step 6: inside polyplug_init only declared dependencies are visible.
 TEST_F(RuntimeLoadTest, InitCannotSeeAnUndeclaredContractEvenWhenItIsLoaded) {
   ASSERT_THAT(runtime().LoadBundle(Copy("counter_v1")).status(), IsOk());
   ASSERT_THAT(runtime().LoadBundle(Copy("undeclared_lookup")).status(), IsOk());
@@ -167,6 +167,19 @@ TEST_F(RuntimeLoadTest, RuntimeDestructionUnloadsEverythingAndRemovesPrivateCopi
   DestroyRuntime();
   EXPECT_EQ(CountFilesUnder(state().path()), 0u);
   EXPECT_THAT(log().Warnings(), IsEmpty()) << ToString(log().Warnings());
+}
+
+// The contract version is given twice: in the descriptor and in the interface. A bundle
+// that gives two different versions is refused, naming both, instead of one being picked.
+TEST_F(RuntimeLoadTest, AContractVersionGivenTwiceDifferentlyIsRefused) {
+  absl::StatusOr<core::BundleInfo> info = runtime().LoadBundle(Copy("version_mismatch"));
+  EXPECT_THAT(info.status(), HasReason(ErrorReason::kInvalidArgument));
+  const std::string message(info.status().message());
+  EXPECT_THAT(message, HasSubstr("test.version_mismatch"));
+  EXPECT_THAT(message, HasSubstr("1.5.0"));
+  EXPECT_THAT(message, HasSubstr("1.0.0"));
+  EXPECT_THAT(recorder().events(), IsEmpty());
+  EXPECT_THAT(runtime().ListBundles(), IsEmpty());
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Failed hot reloads (reference 5.5): each leaves v1 live and callable through the handle
+// Failed hot reloads (docs/SEMANTICS.md §4): each leaves v1 live and callable through the handle
 // taken before, reports the precise reason, fires FAILED (preceded by PREPARING only when
 // the failure happens after PREPARING, i.e. once the new image is being opened and
 // initialised), and does not prevent a later good reload.

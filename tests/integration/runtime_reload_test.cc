@@ -1,4 +1,4 @@
-// Successful hot reloads (reference 5.5): v1 -> v2 in place, handles surviving the swap,
+// Successful hot reloads (docs/SEMANTICS.md §4): v1 -> v2 in place, handles surviving the swap,
 // the PREPARING/RELOADED pair, and requests the runtime refuses without any event.
 #include <filesystem>
 #include <string>
@@ -185,7 +185,7 @@ TEST_F(RuntimeReloadTest, HotReloadDisabledRefusesWithoutAnyEvent) {
   ASSERT_THAT(version.status(), IsOk());
   EXPECT_EQ(*version, 1);
 
-  // Unload does not need hot reload (reference 5.7).
+  // Unload does not need hot reload (docs/SEMANTICS.md §6).
   EXPECT_THAT(runtime().UnloadBundle("counter", core::UnloadMode::kRefuseIfInUse).status(), IsOk());
 }
 
@@ -238,6 +238,102 @@ TEST_F(RuntimeReloadTest, PhaseCallbackMayLookUpButNotMutate) {
   absl::StatusOr<int32_t> version = CallFn0(runtime(), handle_);
   ASSERT_THAT(version.status(), IsOk());
   EXPECT_EQ(*version, 1);
+}
+
+// polyplug's own pattern: v1/ and v2/ directories of one bundle name. Reloading with the
+// path of v2/ replaces the loaded v1 and the bundle now lives in v2/.
+TEST_F(RuntimeReloadTest, ReloadFromASiblingDirectoryOfTheSameBundleMovesItThere) {
+  const fs::path v1 = CopyBundle(TestBundleDir("counter_v1"), bundles() / "v1");
+  const fs::path v2 = CopyBundle(TestBundleDir("counter_v2"), bundles() / "v2");
+  ASSERT_THAT(runtime().LoadBundle(v1).status(), IsOk());
+  absl::StatusOr<core::ContractHandle> handle = runtime().Find(kCounterContract, 1);
+  ASSERT_THAT(handle.status(), IsOk());
+  recorder().Clear();
+
+  // Loading v2/ beside the loaded v1/ is refused, and the message says what to do instead.
+  absl::StatusOr<core::BundleInfo> twice = runtime().LoadBundle(v2);
+  EXPECT_THAT(twice.status(), HasReason(ErrorReason::kBundleAlreadyLoaded));
+  EXPECT_THAT(std::string(twice.status().message()), ::testing::HasSubstr("reload"));
+
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(v2);
+  ASSERT_THAT(outcome.status(), IsOk());
+  ASSERT_TRUE(outcome->ok()) << outcome->status;
+  const std::vector<core::PhaseEvent> events = recorder().events();
+  ASSERT_THAT(Describe(events), ElementsAre("PREPARING counter", "RELOADED counter"));
+  EXPECT_EQ(events[0].bundle_version, (core::Version{1, 0, 0}));
+  EXPECT_EQ(events[1].bundle_version, (core::Version{2, 0, 0}));
+  absl::StatusOr<core::BundleInfo> info = runtime().GetBundle("counter");
+  ASSERT_THAT(info.status(), IsOk());
+  EXPECT_EQ(info->dir, v2);
+  EXPECT_EQ(info->artifact, v2 / "libcounter.so");
+  absl::StatusOr<int32_t> version = CallFn0(runtime(), *handle);
+  ASSERT_THAT(version.status(), IsOk());
+  EXPECT_EQ(*version, 2) << "the same handle runs v2/'s code";
+
+  // Reloads by name now read v2/; and v1/ can be taken back the same way.
+  ASSERT_TRUE(runtime().ReloadBundleByName("counter")->ok());
+  EXPECT_EQ(runtime().GetBundle("counter")->dir, v2);
+  EXPECT_EQ(*CallFn0(runtime(), *handle), 2);
+  ASSERT_TRUE(runtime().ReloadBundle(v1 / "manifest.toml")->ok());
+  EXPECT_EQ(runtime().GetBundle("counter")->dir, v1);
+  EXPECT_EQ(*CallFn0(runtime(), *handle), 1);
+}
+
+TEST_F(RuntimeReloadTest, ReloadFromASiblingDirectoryThatFailsLeavesTheBundleWhereItWas) {
+  const fs::path v1 = CopyBundle(TestBundleDir("counter_v1"), bundles() / "v1");
+  const fs::path v2 = CopyBundle(TestBundleDir("counter_v2"), bundles() / "v2");
+  WriteFile(v2 / "libcounter.so", "not a library");
+  ASSERT_THAT(runtime().LoadBundle(v1).status(), IsOk());
+  recorder().Clear();
+
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(v2);
+  ASSERT_THAT(outcome.status(), IsOk());
+  EXPECT_THAT(outcome->status, HasReason(ErrorReason::kArtifactNotLoadable));
+  EXPECT_THAT(Describe(recorder().events()), ElementsAre("PREPARING counter", "FAILED counter"));
+  EXPECT_EQ(runtime().GetBundle("counter")->dir, v1);
+  EXPECT_EQ(*CallFn0(runtime(), kCounterContract), 1);
+}
+
+// A path naming a file that does not exist is not taken as its directory: the reload fails
+// before PREPARING and the message names the path.
+TEST_F(RuntimeReloadTest, ReloadOfAMissingFileInsideABundleNamesIt) {
+  ASSERT_NO_FATAL_FAILURE(LoadCounterV1());
+  const fs::path missing = dir_ / "libcounter-typo.so";
+
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(missing);
+  ASSERT_THAT(outcome.status(), IsOk());
+  EXPECT_THAT(outcome->status, HasReason(ErrorReason::kArtifactMissing));
+  EXPECT_THAT(std::string(outcome->status.message()), ::testing::HasSubstr(missing.string()));
+  const std::vector<core::PhaseEvent> events = recorder().events();
+  ASSERT_THAT(Describe(events), ElementsAre("FAILED counter"));
+  EXPECT_EQ(events[0].reason, ErrorReason::kArtifactMissing);
+  EXPECT_EQ(*CallFn0(runtime(), handle_), 1);
+  EXPECT_EQ(runtime().GetBundle("counter")->reload_count, 0u);
+
+  // Outside any bundle directory it is a request error that names it, with no event.
+  recorder().Clear();
+  const fs::path nowhere = bundles() / "no-such-dir" / "libcounter.so";
+  absl::StatusOr<core::ReloadOutcome> refused = runtime().ReloadBundle(nowhere);
+  EXPECT_THAT(refused.status(), HasReason(ErrorReason::kBundleNotFound));
+  EXPECT_THAT(std::string(refused.status().message()), ::testing::HasSubstr(nowhere.string()));
+  EXPECT_THAT(recorder().events(), IsEmpty());
+}
+
+// A bundle's identity is its name: a manifest that renames the loaded bundle fails its
+// reload (MANIFEST_INVALID), and the loaded version stays.
+TEST_F(RuntimeReloadTest, ReloadOfAManifestThatRenamesTheBundleIsManifestInvalid) {
+  ASSERT_NO_FATAL_FAILURE(LoadCounterV1());
+  ASSERT_TRUE(ReplaceInFile(dir_ / "manifest.toml", "name = \"counter\"", "name = \"tally\""));
+  ASSERT_TRUE(ReplaceInFile(dir_ / "manifest.toml", DecimalId(BundleId("counter")),
+                            DecimalId(BundleId("tally"))));
+
+  absl::StatusOr<core::ReloadOutcome> outcome = runtime().ReloadBundle(dir_);
+  ASSERT_THAT(outcome.status(), IsOk());
+  EXPECT_THAT(outcome->status, HasReason(ErrorReason::kManifestInvalid));
+  EXPECT_THAT(std::string(outcome->status.message()), ::testing::HasSubstr("tally"));
+  ASSERT_THAT(Describe(recorder().events()), ElementsAre("FAILED counter"));
+  EXPECT_THAT(runtime().GetBundle("tally").status(), HasReason(ErrorReason::kBundleNotFound));
+  EXPECT_EQ(*CallFn0(runtime(), handle_), 1);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Unload (reference 5.7): stale handles, UNLOADING, dependency refusal, cascade order,
+// Unload (docs/SEMANTICS.md §6): stale handles, UNLOADING, dependency refusal, cascade order,
 // private copies, and the warning for a library dlclose cannot unmap (GNU unique).
 #include <filesystem>
 #include <string>

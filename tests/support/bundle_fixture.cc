@@ -125,6 +125,33 @@ bool ContainsIgnoreCase(absl::string_view haystack, absl::string_view needle) {
   return absl::StrContains(absl::AsciiStrToLower(haystack), absl::AsciiStrToLower(needle));
 }
 
+std::string NodeContract(absl::string_view name) { return absl::StrCat("node.", name, "@1"); }
+
+fs::path WriteGraphNode(const fs::path& parent, const GraphNode& node) {
+  const fs::path dir = parent / node.name;
+  fs::create_directories(dir);
+  if (!fs::exists(dir / "libgraph_node.so")) {
+    fs::copy_file(TestBundleDir("graph_node") / "libgraph_node.so", dir / "libgraph_node.so");
+  }
+  const std::vector<std::string> provides =
+      node.provides.empty() ? std::vector<std::string>{NodeContract(node.name)} : node.provides;
+  std::string manifest =
+      absl::StrCat("loader = \"native\"\nname = \"", node.name,
+                   "\"\nid = ", DecimalId(core::BundleId(node.name)), "\nversion = \"",
+                   node.version, "\"\nfile = \"libgraph_node.so\"\nneeds_reinit_on_dep_reload = ",
+                   node.needs_reinit_on_dep_reload ? "true" : "false", "\nprovides = [");
+  for (size_t i = 0; i < provides.size(); ++i) {
+    absl::StrAppend(&manifest, i == 0 ? "" : ", ", "\"", provides[i], "\"");
+  }
+  absl::StrAppend(&manifest, "]\n");
+  for (const std::string& contract : node.depends) {
+    absl::StrAppend(&manifest, "\n[[dependency]]\nkind = \"contract\"\ncontract = \"", contract,
+                    "\"\nmin_version = \"", contract.substr(contract.find('@') + 1), ".0\"\n");
+  }
+  WriteFile(dir / "manifest.toml", manifest);
+  return dir;
+}
+
 std::string DecimalId(uint64_t id) { return std::to_string(id); }
 
 std::string HexId(uint64_t id) { return absl::StrCat("0x", absl::Hex(id)); }
@@ -242,7 +269,7 @@ std::string ToString(const std::vector<LogLine>& lines) {
 
 absl::StatusOr<int32_t> CallFn0(const core::Runtime& runtime, core::ContractHandle handle) {
   // The pin keeps the interface and the code behind it alive until the call returns.
-  core::ReadEpoch::Guard pin = runtime.Pin();
+  core::ReadPin pin = runtime.Pin();
   absl::StatusOr<const PolyplugGuestContractInterface*> iface = runtime.Resolve(handle);
   if (!iface.ok()) return iface.status();
   if ((*iface)->function_count < 1 || (*iface)->functions == nullptr ||

@@ -14,6 +14,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -71,6 +72,32 @@ std::filesystem::path CopyBundle(const std::filesystem::path& src,
 
 // Copies the built bundle `target` to <parent>/<target> and returns that directory.
 std::filesystem::path CopyTestBundle(absl::string_view target, const std::filesystem::path& parent);
+
+// A bundle shaped by its manifest around the graph_node library (tests/bundles/graph_node.cc):
+// it registers exactly what `provides` lists, so a test builds any dependency graph.
+struct GraphNode {
+  explicit GraphNode(std::string name_, std::vector<std::string> depends_ = {},
+                     bool needs_reinit_on_dep_reload_ = true,
+                     std::vector<std::string> provides_ = {})
+      : name(std::move(name_)),
+        depends(std::move(depends_)),
+        provides(std::move(provides_)),
+        needs_reinit_on_dep_reload(needs_reinit_on_dep_reload_) {}
+
+  std::string name;
+  std::vector<std::string> depends;   // contracts used, "x@1": one [[dependency]] each
+  std::vector<std::string> provides;  // empty: {"node.<name>@1"}
+  bool needs_reinit_on_dep_reload = true;
+  std::string version = "1.0.0";
+};
+
+// "node.<name>@1", the contract a GraphNode provides by default.
+std::string NodeContract(absl::string_view name);
+
+// Writes the node into <parent>/<name> (the library is copied once; the manifest is
+// rewritten every time, so a test changes a loaded node and reloads it) and returns the
+// directory.
+std::filesystem::path WriteGraphNode(const std::filesystem::path& parent, const GraphNode& node);
 
 // Replaces every occurrence of `from` by `to` in the file. False (with a test failure
 // recorded) when the file cannot be read or does not contain `from`.

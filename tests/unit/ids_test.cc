@@ -1,5 +1,5 @@
-// Identity hashing (reference 2.4): FNV-1a 64 golden values, contract id prefixes and the
-// two id print formats.
+// Identity hashing (docs/SEMANTICS.md §1, §2): FNV-1a 64 golden values, contract id prefixes and
+// the two id print formats.
 #include "polyplug/core/ids.h"
 
 #include <cstdint>
@@ -51,7 +51,7 @@ TEST(BundleIdTest, IsFnvOfTheName) {
 TEST(GuestContractIdTest, HashesPrefixedNameAndDecimalMajor) {
   EXPECT_EQ(GuestContractId("image.decode", 1), Fnv1a64("guest_contract:image.decode@1"));
   EXPECT_EQ(GuestContractId("image.decode", 1), 18154885241241252316ULL);
-  // The reference's test fixture pairs reload.test@1 with this id.
+  // polyplug's own test fixture pairs reload.test@1 with this id.
   EXPECT_EQ(GuestContractId("reload.test", 1), 4871652249423578378ULL);
   EXPECT_EQ(GuestContractId("x", 10), Fnv1a64("guest_contract:x@10"));
   EXPECT_EQ(GuestContractId("x", 0), Fnv1a64("guest_contract:x@0"));

@@ -1,4 +1,4 @@
-// manifest.toml parsing and validation (reference 2.2-2.3).
+// manifest.toml parsing and validation (docs/WRITING_BUNDLES.md §5).
 #include "polyplug/core/manifest.h"
 
 #include <stdlib.h>
@@ -305,7 +305,7 @@ TEST(ParseManifestTest, PlatformFileTableWithoutTheHostPlatformListsTheAvailable
 }
 
 // ------------------------------------------------------------------------------------
-// Validation, rule by rule in the reference's order (2.3)
+// Validation, rule by rule in polyplug's order
 
 TEST(ValidateManifestTest, Rule1MissingLoader) {
   EXPECT_THAT(ParseAndValidate(
@@ -358,7 +358,7 @@ TEST(ValidateManifestTest, Rule5TamperedIdNamesExpectedAndFound) {
       ManifestOf({"loader = \"native\"", "name = \"my-bundle\"",
                   absl::StrCat("id = ", kIdAboveInt64Max), "file = \"libplugin.so\""}));
   EXPECT_THAT(status, HasReason(ErrorReason::kBundleTampered));
-  // Runtime messages print bundle ids as lower-case hex (reference 2.4).
+  // Runtime messages print bundle ids as lower-case hex, as polyplug does.
   EXPECT_THAT(status, MessageMatches(AllOf(HasSubstr(kPath.string()), HasSubstr("my-bundle"),
                                            HasSubstr(FormatBundleId(BundleId("my-bundle"))),
                                            HasSubstr(FormatBundleId(kBundleIdAboveInt64Max)))));

@@ -1,5 +1,5 @@
 // ReadEpoch: Synchronize waits for readers that entered before it, and only for them.
-#include "polyplug/core/read_epoch.h"
+#include "core/src/read_epoch.h"
 
 #include <atomic>
 #include <future>

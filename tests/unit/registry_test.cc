@@ -1,4 +1,4 @@
-// Registry (reference 5.4): publication, lookup order, handle generations across reload
+// Registry (docs/SEMANTICS.md §2): publication, lookup order, handle generations across reload
 // swaps and removals, write validation, revisions, and lock-free reads under writes.
 #include "polyplug/core/registry.h"
 
@@ -137,7 +137,7 @@ int32_t CallFn0(const PolyplugGuestContractInterface& iface) {
 
 // Resolves `handle` and calls its fn0 under a pin; -1 when it does not resolve.
 int32_t ResolveAndCall(const Registry& registry, ContractHandle handle) {
-  ReadEpoch::Guard pin = registry.Pin();
+  ReadPin pin = registry.Pin();
   auto iface = registry.Resolve(handle);
   if (!iface.ok()) return -1;
   return CallFn0(**iface);
@@ -157,7 +157,7 @@ TEST(RegistryTest, EmptyRegistryFindsNothing) {
   EXPECT_EQ(registry.revision(), 0u);
   const auto found = registry.Find(IdOf("missing"), 0);
   EXPECT_THAT(found, HasReason(ErrorReason::kContractNotFound));
-  // Registry errors print contract ids as 0x + 16 upper-case hex digits (reference 2.4).
+  // Registry errors print contract ids as 0x + 16 upper-case hex digits, as polyplug does.
   EXPECT_THAT(found, MessageMatches(HasSubstr(FormatContractId(IdOf("missing")))));
   EXPECT_THAT(registry.List(), IsEmpty());
 }
@@ -182,7 +182,7 @@ TEST(RegistryTest, ResolveReturnsACopyOfTheRegisteredInterface) {
   ProviderSpec spec{"alpha", {1, 4, 2}, kMarkerV2, /*with_invoke=*/true};
   Registration reg = MakeRegistration(spec);
   ASSERT_OK_AND_ASSIGN(std::vector<ContractHandle> handles, registry.Publish(kBundleA, {reg}));
-  ReadEpoch::Guard pin = registry.Pin();
+  ReadPin pin = registry.Pin();
   ASSERT_OK_AND_ASSIGN(const PolyplugGuestContractInterface* iface, registry.Resolve(handles[0]));
   ASSERT_NE(iface, nullptr);
   EXPECT_EQ(iface->contract_id, IdOf("alpha"));
@@ -405,7 +405,7 @@ TEST(RegistrySwapTest, DoesNotTouchOtherBundles) {
   EXPECT_THAT(ContractNamesOf(registry.ListBundle(kBundleB)), ElementsAre("beta"));
 }
 
-// Reference 5.5: a reload of a bundle that has no slots yet is not rejected; its
+// The registry alone: a reload of a bundle that has no slots yet is not rejected; its
 // contracts simply publish.
 TEST(RegistrySwapTest, OfABundleWithoutSlotsPublishesItsContracts) {
   Registry registry;
@@ -593,7 +593,7 @@ TEST(RegistryConcurrencyTest, ReadersSeeOnlyPublishedProvidersWhileWritersChurn)
         if (i >= kMinReaderIterations && writers_running.load(std::memory_order_acquire) == 0) {
           break;
         }
-        ReadEpoch::Guard pin = registry.Pin();
+        ReadPin pin = registry.Pin();
         // Bundle A is only ever swapped, so its contract is always findable and the
         // handle never changes.
         auto found = registry.Find(swapped_id, 1);

@@ -1,4 +1,4 @@
-// Versions and contract references (reference 4.3 and 2.2 `provides`).
+// Versions and contract references (docs/WRITING_BUNDLES.md §5 `provides`).
 #include "polyplug/core/version.h"
 
 #include <string>

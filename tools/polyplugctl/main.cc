@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -27,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "polyplug/client/host_client.h"
+#include "polyplug/identity.hpp"
 #include "polyplugctl/command_line.h"
 #include "polyplugctl/output.h"
 
@@ -42,7 +44,8 @@ constexpr int kExitUsage = 2;
 constexpr int kExitUnreachable = 3;
 
 constexpr char kGlobalHelp[] =
-    R"(polyplugctl: drive a running polyplug-host (reload, load, look up, watch).
+    R"(polyplugctl: drive a running polyplug-host (reload, load, look up, watch), and
+compute bundle and contract ids.
 
 usage: polyplugctl [global options] COMMAND [arguments] [options]
 
@@ -59,6 +62,8 @@ commands:
   health [--bundle NAME]        the host's (or a bundle's) serving status
   call CONTRACT METHOD [--data TEXT|@FILE]
                                 run a method of a contract inside the host
+  id NAME|CONTRACT@MAJOR...     a bundle's or a guest contract's id, in decimal and hex
+                                (needs no host)
   help [COMMAND]                this text, or a command's
 
 global options (before or after the command):
@@ -95,6 +100,12 @@ int Misuse(const Context& ctx, absl::string_view message) {
   return kExitUsage;
 }
 
+// A usage error outside a command's run: the message, then `help`; exit code 2.
+int Usage(const std::string& message, const char* help) {
+  std::fprintf(stderr, "polyplugctl: %s\n\n%s", message.c_str(), help);
+  return kExitUsage;
+}
+
 struct CommandSpec {
   const char* name;
   const char* help;
@@ -102,6 +113,9 @@ struct CommandSpec {
   size_t min_operands;
   size_t max_operands;
   int (*run)(Context& ctx);
+  // Set instead of `run` (null) by a command that needs no host (id): it runs before any
+  // client is made, so host, token, TLS and timeout flags are neither read nor checked.
+  int (*run_offline)(const CommandLine& args, const Output& out, const char* help) = nullptr;
 };
 
 int ExitCodeOf(const absl::Status& status) {
@@ -124,8 +138,9 @@ std::string HostPath(const std::string& path) {
   return path;
 }
 
-// Pads the columns of `rows` (the first is the header) to a common width.
-void PrintTable(const Output& out, const std::vector<std::vector<std::string>>& rows) {
+// Pads the columns of `rows` (the first is the header, unless !header) to a common width.
+void PrintTable(const Output& out, const std::vector<std::vector<std::string>>& rows,
+                bool header = true) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()));
@@ -138,7 +153,7 @@ void PrintTable(const Output& out, const std::vector<std::vector<std::string>>& 
       if (i + 1 < rows[r].size()) cell.resize(widths[i] + 2, ' ');
       absl::StrAppend(&line, cell);
     }
-    out.Line(r == 0 ? out.Paint(line, Color::kBold) : line);
+    out.Line(r == 0 && header ? out.Paint(line, Color::kBold) : line);
   }
 }
 
@@ -405,6 +420,81 @@ int RunCall(Context& ctx) {
     if (bytes.empty() || bytes.back() != '\n') std::fputc('\n', stdout);
     std::fflush(stdout);
   }
+  return kExitOk;
+}
+
+// One operand of `id`: a bundle name, or CONTRACT@MAJOR for a guest contract.
+struct IdOperand {
+  std::string operand;
+  std::string name;               // the bundle name, or the bare contract name
+  std::optional<uint32_t> major;  // set for a guest contract
+  uint64_t id = 0;
+};
+
+absl::StatusOr<IdOperand> ParseIdOperand(const std::string& operand) {
+  IdOperand parsed{operand, operand, std::nullopt, 0};
+  if (operand.empty()) {
+    return absl::InvalidArgumentError(
+        "an empty operand names nothing (a bundle name or CONTRACT@MAJOR)");
+  }
+  if (const size_t at = operand.rfind('@'); at != std::string::npos) {
+    parsed.name = operand.substr(0, at);
+    const std::string digits = operand.substr(at + 1);
+    uint32_t major = 0;
+    if (digits.empty() ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        !absl::SimpleAtoi(digits, &major)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", operand, "': the major after '@' must be a decimal number from 0 to 4294967295"));
+    }
+    if (parsed.name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", operand, "': no contract name before '@'"));
+    }
+    parsed.major = major;
+    parsed.id = ::polyplug::GuestContractId(parsed.name, major);
+  } else {
+    parsed.id = ::polyplug::BundleId(parsed.name);
+  }
+  return parsed;
+}
+
+// As the host's errors print ids: bundle ids in lower-case hex without padding, contract
+// ids in 16 upper-case hex digits (polyplug::core::FormatBundleId / FormatContractId).
+std::string IdHex(const IdOperand& id) {
+  if (!id.major) return absl::StrCat("0x", absl::Hex(id.id));
+  return absl::StrCat("0x",
+                      absl::AsciiStrToUpper(absl::StrCat(absl::Hex(id.id, absl::kZeroPad16))));
+}
+
+int RunId(const CommandLine& args, const Output& out, const char* help) {
+  std::vector<IdOperand> ids;
+  for (const std::string& operand : args.operands()) {
+    auto parsed = ParseIdOperand(operand);
+    if (!parsed.ok()) return Usage(absl::StrCat("id: ", parsed.status().message()), help);
+    ids.push_back(*std::move(parsed));
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const IdOperand& id : ids) {
+    const std::string canonical = id.major ? absl::StrCat(id.name, "@", *id.major) : id.name;
+    if (out.json()) {
+      google::protobuf::Struct root;
+      auto& fields = *root.mutable_fields();
+      fields["kind"].set_string_value(id.major ? "GUEST_CONTRACT" : "BUNDLE");
+      fields["name"].set_string_value(canonical);
+      if (id.major) {
+        fields["contract_name"].set_string_value(id.name);
+        fields["major"].set_number_value(*id.major);
+      }
+      // A string, as proto3 JSON writes a uint64: a double would lose digits.
+      fields["id"].set_string_value(absl::StrCat(id.id));
+      fields["id_hex"].set_string_value(IdHex(id));
+      out.Json(root);
+    } else {
+      rows.push_back({canonical, id.major ? "contract" : "bundle", absl::StrCat(id.id), IdHex(id)});
+    }
+  }
+  if (!out.json()) PrintTable(out, rows, /*header=*/false);
   return kExitOk;
 }
 
@@ -737,6 +827,19 @@ const std::vector<CommandSpec>& Commands() {
        0,
        0,
        RunHealth},
+      {"id",
+       "usage: polyplugctl id NAME|CONTRACT@MAJOR...\n\nPrints the id of each operand, one line "
+       "each: for a bundle NAME its bundle id\n(FNV-1a 64 of the name), for CONTRACT@MAJOR (an "
+       "operand with '@') its guest\ncontract id (FNV-1a 64 of \"guest_contract:CONTRACT@MAJOR\", "
+       "MAJOR in decimal). Each\nline is the name, the kind, the id in decimal (as manifest.toml "
+       "writes it) and\nin hex (as the host's errors print it). --json: one object per operand, "
+       "the id\nas a string. Needs no host: it connects to nothing. Exit code 2 for an empty\n"
+       "operand or a MAJOR that is not a decimal number.\n",
+       {},
+       1,
+       std::numeric_limits<size_t>::max(),
+       nullptr,
+       RunId},
   };
   return *commands;
 }
@@ -761,11 +864,6 @@ const std::vector<std::string>& GlobalFlags() {
       "host",     "token-file", "timeout",         "json", "color", "tls", "tls-ca",
       "tls-cert", "tls-key",    "tls-server-name", "help"};
   return *flags;
-}
-
-int Usage(const std::string& message, const char* help) {
-  std::fprintf(stderr, "polyplugctl: %s\n\n%s", message.c_str(), help);
-  return kExitUsage;
 }
 
 absl::StatusOr<std::string> ReadFileFlag(const CommandLine& args, absl::string_view flag) {
@@ -826,6 +924,7 @@ int Main(int argc, char** argv) {
   }
   Output out(args.Has("json"),
              !args.Has("json") && (color == "always" || (color == "auto" && StdoutWantsColor())));
+  if (command->run_offline != nullptr) return command->run_offline(args, out, command->help);
 
   std::optional<absl::Duration> timeout;
   if (args.Has("timeout")) {

@@ -1,9 +1,9 @@
 /* polyplug/abi.h: the C ABI a bundle is compiled against.
  *
- * Modeled on the polyplug runtime's ABI (reference section 4). Every struct is plain C with
- * a fixed 64-bit layout; strings are UTF-8 views that are never NUL-terminated and are
- * valid only for the duration of the call that carries them. A native bundle exports two
- * symbols:
+ * Modeled on the polyplug runtime's ABI; docs/WRITING_BUNDLES.md says how to write a bundle
+ * against it. Every struct is plain C with a fixed 64-bit layout; strings are UTF-8 views
+ * that are never NUL-terminated and are valid only for the duration of the call that
+ * carries them. A native bundle exports two symbols:
  *
  *   uint32_t polyplug_abi_version(void);           // must return POLYPLUG_ABI_VERSION
  *   PolyplugAbiError polyplug_init(const PolyplugHostApi* host,
@@ -143,7 +143,8 @@ typedef struct PolyplugGuestContractInterface {
 typedef struct PolyplugPluginDescriptor {
   PolyplugStringView name;          /* the implementation's name, free text */
   PolyplugStringView contract_name; /* bare contract name, e.g. "image.decode" */
-  PolyplugVersion version;          /* the contract version this provider implements */
+  PolyplugVersion version;          /* the contract version this provider implements; must
+                                       equal the interface's contract_version */
 } PolyplugPluginDescriptor;
 
 /* Passed to polyplug_init; valid only during that call. */
@@ -197,7 +198,10 @@ struct PolyplugHostApi {
   PolyplugGuestContractHandle (*find_guest_contract)(const PolyplugHostApi* self,
                                                      uint64_t contract_id, uint32_t min_major);
   /* NULL if the handle is invalid or stale. The pointer stays valid until the provider is
-   * reloaded or unloaded; the host destroys instances at PREPARING before that happens. */
+   * reloaded or unloaded; the host destroys instances at PREPARING before that happens.
+   * During a reload it stays valid until the reload's cascade has ended, so a dependent
+   * that opted in (needs_reinit_on_dep_reload) may keep what its init resolved until its
+   * own PREPARING. */
   const PolyplugGuestContractInterface* (*resolve_guest_contract)(
       const PolyplugHostApi* self, PolyplugGuestContractHandle handle);
   /* Counted instance creation/destruction (feeds the live-instance warnings). */
@@ -220,6 +224,53 @@ struct PolyplugHostApi {
 typedef uint32_t (*PolyplugAbiVersionFn)(void);
 typedef PolyplugAbiError (*PolyplugInitFn)(const PolyplugHostApi* host,
                                            const PolyplugBundleInitContext* ctx);
+
+/* Identity hashing for bundles written without polyplug/identity.hpp (plain C). Bit-exact
+ * with identity.hpp's Fnv1a64, BundleId and GuestContractId: FNV-1a 64 over the bytes.
+ * Strings are (pointer, length) like PolyplugStringView; NUL is not special. For a literal,
+ * pass sizeof "name" - 1 as the length. */
+#define POLYPLUG_FNV1A64_OFFSET_BASIS 0xcbf29ce484222325ull
+#define POLYPLUG_FNV1A64_PRIME 0x100000001b3ull
+
+/* FNV-1a 64 of len bytes at `bytes`, starting from `seed` (POLYPLUG_FNV1A64_OFFSET_BASIS
+ * for a whole string). Hashing in pieces chains: pass the hash of what came before as the
+ * seed. `bytes` may be NULL when len is 0. */
+static inline uint64_t polyplug_fnv1a64(const char* bytes, size_t len, uint64_t seed) {
+  uint64_t hash = seed;
+  size_t i;
+  for (i = 0; i < len; ++i) {
+    hash ^= (uint64_t)(unsigned char)bytes[i];
+    hash *= POLYPLUG_FNV1A64_PRIME;
+  }
+  return hash;
+}
+
+/* A bundle's id: FNV-1a 64 of its name (manifest.toml's `id`, and ctx->bundle_id). */
+static inline uint64_t polyplug_bundle_id(const char* name, size_t len) {
+  return polyplug_fnv1a64(name, len, POLYPLUG_FNV1A64_OFFSET_BASIS);
+}
+
+/* A guest contract's id: FNV-1a 64 of "guest_contract:<name>@<major>", major in decimal
+ * without leading zeros. What PolyplugGuestContractInterface.contract_id must hold for
+ * descriptor.contract_name `name` and contract_version.major `major`; minor and patch never
+ * enter it. */
+static inline uint64_t polyplug_guest_contract_id(const char* name, size_t len, uint32_t major) {
+  char digits[10] = {0};
+  size_t count = 0;
+  uint64_t hash = polyplug_fnv1a64("guest_contract:", sizeof "guest_contract:" - 1,
+                                   POLYPLUG_FNV1A64_OFFSET_BASIS);
+  hash = polyplug_fnv1a64(name, len, hash);
+  hash = polyplug_fnv1a64("@", 1, hash);
+  do {
+    digits[count++] = (char)('0' + major % 10u);
+    major /= 10u;
+  } while (major != 0u);
+  while (count > 0u) {
+    --count;
+    hash = polyplug_fnv1a64(&digits[count], 1, hash);
+  }
+  return hash;
+}
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -1,4 +1,5 @@
-// manifest.toml: parsing and validation, field-compatible with polyplug (reference 2.2-2.3).
+// manifest.toml: parsing and validation, field-compatible with polyplug. The fields are
+// described in docs/WRITING_BUNDLES.md §5.
 #ifndef POLYPLUG_CORE_MANIFEST_H_
 #define POLYPLUG_CORE_MANIFEST_H_
 
@@ -58,7 +59,7 @@ inline constexpr size_t kMaxManifestBytes = 1 << 20;
 // INT64_MAX (real ids) are accepted for the u64 fields. Does not validate.
 absl::StatusOr<Manifest> ParseManifest(absl::string_view text, const std::filesystem::path& path);
 
-// Reference 2.3, in order: loader, name, file, id != 0, id == FNV(name) (BundleTampered),
+// polyplug's order: loader, name, file, id != 0, id == FNV(name) (BundleTampered),
 // provides/bundle_dependencies grammar, dependency contract ids. Errors name file and field.
 absl::Status ValidateManifest(const Manifest& manifest);
 

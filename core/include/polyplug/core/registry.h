@@ -1,4 +1,4 @@
-// Registry: the slots of every published guest contract (reference 5.4).
+// Registry: the slots of every published guest contract (docs/SEMANTICS.md §2).
 //
 // Lookups (Find, Resolve) are lock-free: they read an immutable view published by the
 // last write. Writes are transactional: a bundle's providers appear together (Publish),
@@ -10,17 +10,19 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
-#include <mutex>
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "polyplug/abi.h"
-#include "polyplug/core/read_epoch.h"
+#include "polyplug/core/read_pin.h"
 #include "polyplug/core/version.h"
 
 namespace polyplug::core {
+
+class ReadEpoch;
 
 struct ContractHandle {
   uint32_t index = POLYPLUG_NULL_HANDLE_INDEX;
@@ -61,7 +63,7 @@ class Registry {
 
   // Keeps every interface pointer resolved under it valid until it is destroyed. Writers
   // wait for pins, so a thread must not load, reload or unload while it holds one.
-  ReadEpoch::Guard Pin() const { return epoch_.Enter(); }
+  ReadPin Pin() const;
 
   // First provider (in registration order) of contract_id whose major >= min_major.
   // CONTRACT_NOT_FOUND otherwise. Lock-free.
@@ -136,7 +138,7 @@ class Registry {
 
   std::atomic<const View*> view_;
   std::atomic<uint64_t> revision_{0};
-  mutable ReadEpoch epoch_;
+  const std::unique_ptr<ReadEpoch> epoch_;  // readers enter it; writers wait for it
 };
 
 }  // namespace polyplug::core

@@ -1,10 +1,10 @@
 // Runtime: loads, reloads and unloads bundles and owns their registry and event journal.
 //
-// Re-creates the polyplug runtime (reference section 5). Mutations (load, reload, unload,
-// discovery) are serialized per runtime; lookups never wait for them. Phase events are
-// appended to the journal and delivered to listeners on the mutating thread with no
-// internal lock held; a listener may look contracts up but may not start another
-// mutation on the same runtime (it gets REENTRANT_CALL).
+// Re-creates the polyplug runtime; docs/SEMANTICS.md says what each operation does, step by
+// step. Mutations (load, reload, unload, discovery) are serialized per runtime; lookups
+// never wait for them. Phase events are appended to the journal and delivered to listeners
+// on the mutating thread with no internal lock held; a listener may look contracts up but
+// may not start another mutation on the same runtime (it gets REENTRANT_CALL).
 #ifndef POLYPLUG_CORE_RUNTIME_H_
 #define POLYPLUG_CORE_RUNTIME_H_
 
@@ -75,6 +75,18 @@ struct BundleInfo {
   uint64_t reload_count = 0;
 };
 
+// The files of a bundle directory as a load would judge them (Runtime::ReadBundleFiles).
+struct BundleFiles {
+  absl::StatusOr<Manifest> manifest;
+  // The artifact the manifest names, confined to the directory (ARTIFACT_MISSING,
+  // ARTIFACT_PATH_ESCAPE, ...); the manifest's error when it does not parse.
+  absl::StatusOr<std::filesystem::path> artifact;
+  // Whether the artifact looks complete: a 64-bit ELF shared object for this machine whose
+  // tables are all there (ARTIFACT_NOT_LOADABLE says what is wrong, e.g. still being
+  // written). The artifact's error when there is none.
+  absl::Status artifact_check;
+};
+
 // What one Reload did: the primary's status, and every event it caused (cascade included).
 struct ReloadOutcome {
   absl::Status status;  // OK when the primary reached RELOADED
@@ -101,23 +113,26 @@ class Runtime {
   absl::StatusOr<BundleInfo> LoadBundle(const std::filesystem::path& path);
   absl::StatusOr<BundleInfo> LoadBundle(const BundleSource& source);
 
-  // Hot reload following reference 5.5. `path` names a loaded bundle's directory or a file
-  // in it. Request errors (HOT_RELOAD_DISABLED, BUNDLE_NOT_FOUND) are returned as a
-  // status with no events; failures of the reload itself are an outcome with FAILED.
+  // Hot reload, with the cascade to dependents that opted in (docs/SEMANTICS.md §4, §5).
+  // `path` names a loaded bundle's directory or a file in it, or another directory whose
+  // manifest names a loaded bundle (its new version; the bundle moves there when the
+  // reload succeeds). Request errors (HOT_RELOAD_DISABLED, BUNDLE_NOT_FOUND) are returned
+  // as a status with no events; failures of the reload itself are an outcome with FAILED.
   absl::StatusOr<ReloadOutcome> ReloadBundle(const std::filesystem::path& path);
   absl::StatusOr<ReloadOutcome> ReloadBundleByName(absl::string_view name);
 
-  // Reference 5.7. kRefuseIfInUse gives DEPENDENCY_IN_USE when a loaded bundle declared a
-  // dependency on one of its contracts; kCascade unloads those dependents first.
+  // docs/SEMANTICS.md §6. kRefuseIfInUse gives DEPENDENCY_IN_USE when a loaded bundle
+  // declared a dependency on one of its contracts; kCascade unloads those dependents first.
   // Returns the names unloaded, in order.
   absl::StatusOr<std::vector<std::string>> UnloadBundle(absl::string_view name, UnloadMode mode);
 
   // Scans each root one level deep, orders the bundles found by dependency (providers
   // first) and loads them. A cycle or an unsatisfied dependency is an error naming the
-  // bundles; nothing is loaded then (reference 2.5), unless `skip_unloadable`: then those
+  // bundles; nothing is loaded then, unless `skip_unloadable`: then those
   // bundles, and the ones that need them, are skipped with a Warn log line carrying the
   // reason token ("[DEPENDENCY_CYCLE] ..."), and the rest loads. Bundles already loaded
   // are skipped; a bundle that fails to load is logged and skipped with its dependents.
+  // docs/SEMANTICS.md §9.
   absl::StatusOr<std::vector<BundleInfo>> DiscoverAndLoad(
       const std::vector<std::filesystem::path>& roots, bool skip_unloadable = false);
   // DiscoverAndLoad's ordering and loading for a given list of bundles (first wins for a
@@ -137,14 +152,31 @@ class Runtime {
       ContractHandle h) const {
     return registry_.Retain(h);
   }
-  ReadEpoch::Guard Pin() const { return registry_.Pin(); }
+  ReadPin Pin() const { return registry_.Pin(); }
   const Registry& registry() const { return registry_; }
 
-  // Counted instance creation and destruction (reference 5.8).
+  // Counted instance creation and destruction (docs/SEMANTICS.md §8). Bundle code runs on
+  // the calling thread, marked in the crash record.
   absl::StatusOr<PolyplugGuestContractInstance> CreateInstance(
       const PolyplugGuestContractInterface& iface, PolyplugBytesView args);
   void DestroyInstance(const PolyplugGuestContractInterface& iface,
                        PolyplugGuestContractInstance instance);
+
+  // Runs `method` of the contract's message-style invoke entry on `instance` with the
+  // `request` bytes and returns the response bytes: what a caller in another process can
+  // reach. NOT_INVOCABLE without an invoke entry, METHOD_NOT_FOUND when the bundle has no
+  // such method, CALL_FAILED with the bundle's error otherwise. `callee` names the contract
+  // in error messages (e.g. "example.greeter@1 from bundle greeter"; empty: its id). Bundle
+  // code runs on the calling thread, marked in the crash record; the caller keeps `iface`
+  // valid (a pin, or Retain).
+  absl::StatusOr<std::string> Invoke(const PolyplugGuestContractInterface& iface,
+                                     PolyplugGuestContractInstance instance,
+                                     absl::string_view callee, absl::string_view method,
+                                     absl::string_view request);
+
+  // What a load of the bundle directory `dir` would find there, read without loading or
+  // copying anything: for a file watcher that decides whether a write has finished.
+  static BundleFiles ReadBundleFiles(const std::filesystem::path& dir);
 
   std::vector<BundleInfo> ListBundles() const;
   absl::StatusOr<BundleInfo> GetBundle(absl::string_view name) const;

@@ -114,9 +114,6 @@ class RemoteInstances {
   };
   using RecordMap = absl::flat_hash_map<uint64_t, Record>;
 
-  absl::StatusOr<std::string> Call(const PolyplugGuestContractInterface& iface,
-                                   PolyplugGuestContractInstance instance, absl::string_view label,
-                                   absl::string_view method, absl::string_view request) const;
   absl::Status Invalidated(uint64_t id) const;  // mu_ held
   // Waits until `bundle` is not reloading, then counts a call on it. An error when it is
   // unloading, or still reloading at `deadline`.

@@ -9,8 +9,8 @@
 //
 // Without Install() everything here is a cheap no-op, so the runtime marks bundle calls
 // unconditionally. Thread-safe; the signal handler only stores to the mapping.
-#ifndef POLYPLUG_CORE_CRASH_RECORD_H_
-#define POLYPLUG_CORE_CRASH_RECORD_H_
+#ifndef POLYPLUG_CORE_SRC_CRASH_RECORD_H_
+#define POLYPLUG_CORE_SRC_CRASH_RECORD_H_
 
 #include <cstdint>
 #include <filesystem>
@@ -112,4 +112,4 @@ absl::StatusOr<CrashReport> ReadCrashRecord(const std::filesystem::path& file, i
 
 }  // namespace polyplug::core
 
-#endif  // POLYPLUG_CORE_CRASH_RECORD_H_
+#endif  // POLYPLUG_CORE_SRC_CRASH_RECORD_H_

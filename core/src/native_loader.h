@@ -3,8 +3,8 @@
 // Every load copies the artifact to a private, versioned path before dlopen, so a file
 // rebuilt in place is really reloaded (glibc returns the cached image for a path that is
 // still open) and the old image can stay mapped until its readers are gone.
-#ifndef POLYPLUG_CORE_NATIVE_LOADER_H_
-#define POLYPLUG_CORE_NATIVE_LOADER_H_
+#ifndef POLYPLUG_CORE_SRC_NATIVE_LOADER_H_
+#define POLYPLUG_CORE_SRC_NATIVE_LOADER_H_
 
 #include <atomic>
 #include <filesystem>
@@ -14,8 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/src/crash_record.h"
 #include "polyplug/abi.h"
-#include "polyplug/core/crash_record.h"
 #include "polyplug/core/manifest.h"
 
 namespace polyplug::core {
@@ -111,4 +111,4 @@ class NativeLoader {
 
 }  // namespace polyplug::core
 
-#endif  // POLYPLUG_CORE_NATIVE_LOADER_H_
+#endif  // POLYPLUG_CORE_SRC_NATIVE_LOADER_H_

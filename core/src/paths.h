@@ -1,6 +1,6 @@
 // Path confinement: the one check that keeps loaded code inside the directories allowed.
-#ifndef POLYPLUG_CORE_PATHS_H_
-#define POLYPLUG_CORE_PATHS_H_
+#ifndef POLYPLUG_CORE_SRC_PATHS_H_
+#define POLYPLUG_CORE_SRC_PATHS_H_
 
 #include <algorithm>
 #include <filesystem>
@@ -17,4 +17,4 @@ inline bool IsPathWithin(const std::filesystem::path& path, const std::filesyste
 
 }  // namespace polyplug::core
 
-#endif  // POLYPLUG_CORE_PATHS_H_
+#endif  // POLYPLUG_CORE_SRC_PATHS_H_
