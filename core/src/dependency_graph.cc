@@ -30,8 +30,9 @@ LoadOrder OrderForLoading(const std::map<std::string, std::set<std::string>>& ne
         left_one_out = true;
         break;
       }
+      const std::string& self = name;  // (clang 14 cannot capture a structured binding)
       const bool ready = std::all_of(wanted.begin(), wanted.end(), [&](const std::string& w) {
-        return w == name || !needs.contains(w) || done.contains(w);
+        return w == self || !needs.contains(w) || done.contains(w);
       });
       if (ready) {
         next = &name;
