@@ -332,14 +332,10 @@ PhaseHub::PhaseHub(core::Runtime& runtime, PhaseHubOptions options)
   size_t lanes = options_.handout_lanes;
   if (lanes == 0) lanes = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
   for (size_t i = 1; i < lanes; ++i) lanes_.push_back(std::make_unique<OperationWorker>());
-  listener_ = runtime_.journal().AddListener([this](const core::PhaseEvent& e) { Deliver(e); });
   heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
 }
 
-PhaseHub::~PhaseHub() {
-  Shutdown();
-  runtime_.journal().RemoveListener(listener_);
-}
+PhaseHub::~PhaseHub() { Shutdown(); }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(
     grpc::CallbackServerContext* context, v1::SubscribeReloadPhasesRequest request) {

@@ -1,7 +1,7 @@
 // PhaseHub and its per-subscriber stream reactors: SubscribeReloadPhases.
 //
-// The hub listens to the runtime's event journal and hands each event to every open
-// stream. Each stream has its own bounded queue and at most one write in flight; the
+// The hub gets every journaled event (Deliver, from the host's phase pipeline) and hands it to
+// every open stream. Each stream has its own bounded queue and at most one write in flight; the
 // thread appending to the journal (the reload worker) never waits for a stream. A stream
 // whose queue overflows ends with OUT_OF_RANGE naming the last seq it delivered, so the
 // client can resume from there.
@@ -67,6 +67,10 @@ class PhaseHub {
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Open(grpc::CallbackServerContext* context,
                                                    v1::SubscribeReloadPhasesRequest request);
 
+  // Queues a journaled event for every stream and makes sure a drain is scheduled. The
+  // host's phase pipeline calls it for every event, on the mutating thread.
+  void Deliver(const core::PhaseEvent& event);
+
   // Ends every stream with UNAVAILABLE and refuses new ones. Idempotent.
   void Shutdown();
 
@@ -74,8 +78,6 @@ class PhaseHub {
 
  private:
   friend class PhaseStream;
-  // The journal's listener: queues `event` and makes sure a drain is scheduled.
-  void Deliver(const core::PhaseEvent& event);
   // Hands every queued event, in order, to every stream of lane 0 and passes them to the
   // other lanes for theirs. Runs on a gRPC thread.
   void Drain();
@@ -85,7 +87,6 @@ class PhaseHub {
 
   core::Runtime& runtime_;
   const PhaseHubOptions options_;
-  core::EventJournal::ListenerId listener_ = 0;
 
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<PhaseStream>> streams_;
