@@ -13,17 +13,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${POLYPLUG_FUZZ_SECONDS:-60}
-build=build-fuzz
 jobs=$(nproc)
 targets=("$@")
 if ((${#targets[@]} == 0)); then targets=(manifest_fuzzer request_fuzzer); fi
 
-# The tests are on (tests/CMakeLists.txt adds tests/fuzz, and the request fuzzer serves the
-# test bundles); the examples stay on because tests/host and tests/client refer to their
-# targets at configure time. Only the fuzz targets and what they need are built.
-echo "== ${build}: configure"
-CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S . -B "$build" -G Ninja \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYPLUG_FUZZ=ON -DPOLYPLUG_SANITIZE= >/dev/null
+# POLYPLUG_FUZZ_BUILD_DIR: a tree already configured with clang and -DPOLYPLUG_FUZZ=ON (the
+# test command's build-asan): only the fuzz targets are (re)built there. Unset: build-fuzz,
+# configured here. The tests are on (tests/CMakeLists.txt adds tests/fuzz, and the request
+# fuzzer serves the test bundles); the examples stay on because tests/host and tests/client
+# refer to their targets at configure time.
+build=${POLYPLUG_FUZZ_BUILD_DIR:-build-fuzz}
+if [[ -z ${POLYPLUG_FUZZ_BUILD_DIR:-} ]]; then
+  echo "== ${build}: configure"
+  CC=${CC:-clang} CXX=${CXX:-clang++} cmake -S . -B "$build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYPLUG_FUZZ=ON -DPOLYPLUG_SANITIZE= >/dev/null
+elif ! grep -q '^POLYPLUG_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "run-fuzz.sh: $build is not configured with -DPOLYPLUG_FUZZ=ON (and clang)" >&2
+  exit 2
+fi
 echo "== ${build}: build ${targets[*]}"
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 

@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# Every test: installs what is missing, builds, and runs the suite under ASan+UBSan, the core
-# suite under TSan, then the whole suite in a plain build. Output ends with ctest's summary.
+# Every test: installs what is missing, builds, and runs the suite under ASan+UBSan (clang;
+# the same tree builds the libFuzzer targets), the core suite under TSan, the fuzz targets,
+# then the whole suite in a plain build (gcc). Each stage says how long it took; the output
+# ends with ctest's summary. docs/DEVELOPING.md has the times and the faster inner loops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 jobs=$(nproc)
+started=$SECONDS
+stage_started=$SECONDS
 
-build_and_test() {  # <build dir> <sanitizer> <ctest label regex> <build the host: ON|OFF>
-  local dir=$1 sanitize=$2 labels=$3 host=$4
-  echo "== ${dir}: build (sanitizer: ${sanitize:-none}, host: ${host})"
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYPLUG_SANITIZE="$sanitize" \
-    -DPOLYPLUG_BUILD_HOST="$host" >/dev/null
+# Prints how long the stage that just ended took, and the total so far.
+stage_done() {  # <stage name>
+  local now=$SECONDS
+  printf '== %s took %dm%02ds (total %dm%02ds)\n' "$1" $(((now - stage_started) / 60)) \
+    $(((now - stage_started) % 60)) $(((now - started) / 60)) $(((now - started) % 60))
+  stage_started=$now
+}
+
+build() {  # <build dir> <cmake options>...
+  local dir=$1
+  shift
+  echo "== ${dir}: build ($*)"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
-  echo "== ${dir}: test"
-  ctest --test-dir "$dir" --output-on-failure -j "$jobs" -L "$labels"
+  stage_done "${dir}: build"
+}
+
+run_tests() {  # <build dir> <ctest label regex>
+  echo "== $1: test"
+  ctest --test-dir "$1" --output-on-failure -j "$jobs" -L "$2"
 }
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
@@ -21,12 +37,24 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppress
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
+# ASan+UBSan with clang, which also builds the fuzz targets (POLYPLUG_FUZZ) in this tree
+# instead of a tree of their own. Tests labelled slow run only in the plain build.
+CC=clang CXX=clang++ build build-asan -DPOLYPLUG_SANITIZE=address -DPOLYPLUG_FUZZ=ON \
+  -DPOLYPLUG_BUILD_HOST=ON
+run_tests build-asan 'unit|integration'
+stage_done "build-asan: test"
+
 # Debian's gRPC and Abseil are not built for TSan, which then reports races inside them that
 # it cannot see the synchronisation of; the TSan run covers the core (no gRPC) only.
-build_and_test build-asan address 'unit|integration' ON
-build_and_test build-tsan thread 'unit|integration' OFF
-# libFuzzer (clang): replays the saved crash inputs, then fuzzes each target for
-# POLYPLUG_FUZZ_SECONDS (60 by default).
-echo "== build-fuzz: fuzz"
-tools/run-fuzz.sh
-build_and_test build "" '.*' ON
+build build-tsan -DPOLYPLUG_SANITIZE=thread -DPOLYPLUG_BUILD_HOST=OFF -DPOLYPLUG_FUZZ=OFF
+run_tests build-tsan 'unit|integration'
+stage_done "build-tsan: test"
+
+# libFuzzer: replays the saved crash inputs, then fuzzes each target for
+# POLYPLUG_FUZZ_SECONDS (60 by default), with the targets build-asan built.
+echo "== build-asan: fuzz"
+POLYPLUG_FUZZ_BUILD_DIR=build-asan tools/run-fuzz.sh
+stage_done "build-asan: fuzz"
+
+build build -DPOLYPLUG_SANITIZE= -DPOLYPLUG_BUILD_HOST=ON -DPOLYPLUG_FUZZ=OFF
+run_tests build '.*'

@@ -180,6 +180,12 @@ std::vector<LogLine> GnuUniqueWarnings(const LogRecorder& log) {
 }
 
 TEST_F(RuntimeUnloadTest, UnloadOfAGnuUniqueLibraryWarnsWithTheCause) {
+#if defined(__clang__)
+  // The bundle is built by the compiler that builds this test, and clang never emits
+  // STB_GNU_UNIQUE symbols: its gnu_unique bundle unloads cleanly, so there is nothing to
+  // warn about. The gcc builds (the plain one) run this test.
+  GTEST_SKIP() << "clang emits no STB_GNU_UNIQUE symbols";
+#endif
   ASSERT_NO_FATAL_FAILURE(CopyAndLoad("gnu_unique"));
   // fn0 uses the function-local static that made the library GNU unique.
   absl::StatusOr<int32_t> value = CallFn0(runtime(), "test.gnu_unique", 1);
