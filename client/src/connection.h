@@ -17,9 +17,6 @@
 
 namespace polyplug::client::internal {
 
-// Wire names shared with polyplug-host (see host.proto).
-inline constexpr char kReasonTrailer[] = "polyplug-reason";
-inline constexpr char kHostEpochMetadata[] = "polyplug-host-epoch";
 // The absl::Status payload under which a host error's reason token is kept.
 inline constexpr char kReasonPayloadUrl[] = "type.polyplug.dev/polyplug.host.v1.FailureReason";
 

@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "src/connection.h"
 #include "src/contract_tracking.h"
+#include "wire/wire.h"
 
 namespace polyplug::client {
 namespace v1 = host::v1;
@@ -50,7 +51,7 @@ absl::Status Connection::ToStatus(const grpc::Status& status, const grpc::Client
   const auto code = static_cast<absl::StatusCode>(status.error_code());
   std::string token;
   const auto& trailers = context.GetServerTrailingMetadata();
-  if (auto it = trailers.find(kReasonTrailer); it != trailers.end()) {
+  if (auto it = trailers.find(wire::kReasonTrailer); it != trailers.end()) {
     token.assign(it->second.data(), it->second.size());
   } else {
     token = std::string(TokenInMessage(status.error_message()));
@@ -105,19 +106,10 @@ v1::FailureReason FailureReasonOf(const absl::Status& status) {
       token = std::string(message.substr(0, message.find(']')));
     }
   }
-  v1::FailureReason reason = v1::FAILURE_REASON_UNSPECIFIED;
-  if (!token.empty() && v1::FailureReason_Parse(absl::StrCat("FAILURE_REASON_", token), &reason)) {
-    return reason;
-  }
-  return v1::FAILURE_REASON_UNSPECIFIED;
+  return wire::ReasonOfToken(token);
 }
 
-std::string DefaultHostTarget() {
-  if (const char* dir = std::getenv("XDG_RUNTIME_DIR"); dir != nullptr && dir[0] != '\0') {
-    return absl::StrCat("unix:", dir, "/polyplug-host.sock");
-  }
-  return absl::StrCat("unix:/tmp/polyplug-host-", getuid(), ".sock");
-}
+std::string DefaultHostTarget() { return wire::DefaultHostAddress(); }
 
 class HostClient::Impl {
  public:

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "wire/wire.h"
 
 namespace polyplug::client {
 namespace v1 = host::v1;
@@ -20,9 +21,7 @@ absl::string_view ResyncCauseName(ResyncCause cause) {
 
 std::string Version::ToString() const { return absl::StrCat(major, ".", minor, ".", patch); }
 
-std::string ReasonToken(v1::FailureReason reason) {
-  return std::string(absl::StripPrefix(v1::FailureReason_Name(reason), "FAILURE_REASON_"));
-}
+std::string ReasonToken(v1::FailureReason reason) { return wire::ReasonToken(reason); }
 
 namespace {
 
@@ -76,7 +75,7 @@ PhaseEvent PhaseEventFromProto(const v1::ReloadPhaseEvent& in) {
   out.reload_id = in.reload_id();
   out.parent_reload_id = in.parent_reload_id();
   out.root_reload_id = in.root_reload_id();
-  out.timestamp_unix_nanos = in.time().seconds() * 1'000'000'000 + in.time().nanos();
+  out.timestamp_unix_nanos = absl::ToUnixNanos(wire::FromProto(in.time()));
   out.reason = in.reason();
   out.message = in.message();
   out.registry_revision = in.registry_revision();
@@ -99,14 +98,7 @@ v1::ReloadPhaseEvent PhaseEventToProto(const PhaseEvent& in) {
   out.set_reload_id(in.reload_id);
   out.set_parent_reload_id(in.parent_reload_id);
   out.set_root_reload_id(in.root_reload_id);
-  int64_t seconds = in.timestamp_unix_nanos / 1'000'000'000;
-  int64_t nanos = in.timestamp_unix_nanos % 1'000'000'000;
-  if (nanos < 0) {
-    nanos += 1'000'000'000;
-    --seconds;
-  }
-  out.mutable_time()->set_seconds(seconds);
-  out.mutable_time()->set_nanos(static_cast<int32_t>(nanos));
+  *out.mutable_time() = wire::ToProto(absl::FromUnixNanos(in.timestamp_unix_nanos));
   out.set_reason(in.reason);
   out.set_message(in.message);
   out.set_registry_revision(in.registry_revision);

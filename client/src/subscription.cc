@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "src/connection.h"
+#include "wire/wire.h"
 
 namespace polyplug::client {
 namespace v1 = host::v1;
@@ -87,9 +88,7 @@ void Subscription::State::Run() {
     v1::SubscribeReloadPhasesRequest request;
     for (const std::string& name : options.bundle_names) request.add_bundle_names(name);
     const absl::Duration heartbeat = std::max(options.heartbeat, absl::Milliseconds(100));
-    request.mutable_heartbeat_interval()->set_seconds(absl::ToInt64Seconds(heartbeat));
-    request.mutable_heartbeat_interval()->set_nanos(static_cast<int32_t>(
-        absl::ToInt64Nanoseconds(heartbeat - absl::Seconds(absl::ToInt64Seconds(heartbeat)))));
+    *request.mutable_heartbeat_interval() = wire::ToProto(heartbeat);
     if (std::optional<Cursor> from = GetCursor()) {
       request.mutable_resume_after()->set_host_epoch(from->host_epoch);
       request.mutable_resume_after()->set_seq(from->seq);
@@ -107,8 +106,7 @@ void Subscription::State::Run() {
         connection->stub->SubscribeReloadPhases(&context, request);
     // The host sends its initial metadata as soon as it accepted the stream.
     reader->WaitForInitialMetadata();
-    const bool established =
-        context.GetServerInitialMetadata().count(internal::kHostEpochMetadata) > 0;
+    const bool established = context.GetServerInitialMetadata().count(wire::kHostEpochMetadata) > 0;
     if (established) {
       {
         std::lock_guard<std::mutex> lock(mu);

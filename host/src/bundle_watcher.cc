@@ -1,4 +1,4 @@
-#include "polyplug/host/bundle_watcher.h"
+#include "host/src/bundle_watcher.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>

@@ -1,4 +1,4 @@
-#include "polyplug/host/crash_recovery.h"
+#include "host/src/crash_recovery.h"
 
 #include <unistd.h>
 

@@ -1,10 +1,10 @@
-#include "polyplug/host/health_service.h"
+#include "host/src/health_service.h"
 
 #include <algorithm>
 #include <deque>
 #include <utility>
 
-#include "polyplug/host/status_mapping.h"
+#include "host/src/status_mapping.h"
 
 namespace polyplug::host {
 

@@ -5,19 +5,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "host/src/bundle_watcher.h"
+#include "host/src/crash_recovery.h"
 #include "host/src/grpc_workarounds.h"
+#include "host/src/health_service.h"
 #include "host/src/listeners.h"
+#include "host/src/operation_worker.h"
 #include "host/src/phase_pipeline.h"
+#include "host/src/phase_stream.h"
+#include "host/src/plugin_host_service.h"
+#include "host/src/reflection_service.h"
+#include "host/src/remote_instances.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/runtime.h"
-#include "polyplug/host/bundle_watcher.h"
-#include "polyplug/host/crash_recovery.h"
-#include "polyplug/host/health_service.h"
-#include "polyplug/host/operation_worker.h"
-#include "polyplug/host/phase_stream.h"
-#include "polyplug/host/plugin_host_service.h"
-#include "polyplug/host/reflection_service.h"
-#include "polyplug/host/remote_instances.h"
 
 namespace polyplug::host {
 namespace {

@@ -16,7 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "polyplug/core/error.h"
-#include "polyplug/host/host_server.h"
+#include "wire/wire.h"
 
 namespace polyplug::host {
 namespace {
@@ -62,13 +62,6 @@ bool IsTls(const ListenerOptions& options) {
 
 }  // namespace
 
-std::string DefaultListenAddress() {
-  if (const char* dir = std::getenv("XDG_RUNTIME_DIR"); dir != nullptr && dir[0] != '\0') {
-    return absl::StrCat(kUnixPrefix, dir, "/polyplug-host.sock");
-  }
-  return absl::StrCat(kUnixPrefix, "/tmp/polyplug-host-", getuid(), ".sock");
-}
-
 Listeners::Listeners(ListenerOptions options) : options_(std::move(options)) {}
 
 Listeners::~Listeners() {
@@ -80,7 +73,7 @@ Listeners::~Listeners() {
 }
 
 absl::StatusOr<std::unique_ptr<Listeners>> Listeners::Check(ListenerOptions options) {
-  if (options.addresses.empty()) options.addresses.push_back(DefaultListenAddress());
+  if (options.addresses.empty()) options.addresses.push_back(wire::DefaultHostAddress());
   const bool tls = IsTls(options);
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
     return MakeError(ErrorReason::kInvalidArgument, "--tls-cert and --tls-key go together");

@@ -22,7 +22,7 @@
 namespace polyplug::host {
 
 struct ListenerOptions {
-  // "unix:PATH" or "HOST:PORT" (port 0: any free one). Empty: DefaultListenAddress().
+  // "unix:PATH" or "HOST:PORT" (port 0: any free one). Empty: wire::DefaultHostAddress().
   std::vector<std::string> addresses;
   std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;  // TLS when cert and key are set
   bool has_auth_token = false;

@@ -1,4 +1,4 @@
-#include "polyplug/host/operation_worker.h"
+#include "host/src/operation_worker.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "polyplug/host/phase_stream.h"
+#include "host/src/phase_stream.h"
 
 #include <grpcpp/alarm.h>
 #include <grpcpp/impl/codegen/proto_utils.h>  // SerializationTraits of messages
@@ -11,8 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "host/src/status_mapping.h"
 #include "polyplug/core/error.h"
-#include "polyplug/host/status_mapping.h"
+#include "wire/wire.h"
 
 namespace polyplug::host {
 namespace {
@@ -43,13 +44,8 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       : hub_(hub), context_(context), request_(std::move(request)) {
     names_.insert(request_.bundle_names().begin(), request_.bundle_names().end());
     if (request_.has_heartbeat_interval()) {
-      heartbeat_ = std::max(absl::Milliseconds(100),
-                            absl::Seconds(request_.heartbeat_interval().seconds()) +
-                                absl::Nanoseconds(request_.heartbeat_interval().nanos()));
-      if (request_.heartbeat_interval().seconds() == 0 &&
-          request_.heartbeat_interval().nanos() == 0) {
-        heartbeat_ = absl::ZeroDuration();
-      }
+      const absl::Duration asked = wire::FromProto(request_.heartbeat_interval());
+      heartbeat_ = asked == absl::ZeroDuration() ? asked : std::max(absl::Milliseconds(100), asked);
     }
   }
 
@@ -111,7 +107,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // Sends the initial metadata at once, carrying the host epoch, so that a client knows the
   // stream is established before the first event (which may be long in coming).
   void AnnounceLocked() {
-    context_->AddInitialMetadata(std::string(kHostEpochMetadataKey),
+    context_->AddInitialMetadata(wire::kHostEpochMetadata,
                                  absl::StrCat(hub_->runtime_.host_epoch()));
     StartSendInitialMetadata();
   }

@@ -1,4 +1,4 @@
-#include "polyplug/host/plugin_host_service.h"
+#include "host/src/plugin_host_service.h"
 
 #include <utility>
 
@@ -6,10 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/src/paths.h"
+#include "host/src/session_stream.h"
+#include "host/src/status_mapping.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
-#include "polyplug/host/session_stream.h"
-#include "polyplug/host/status_mapping.h"
+#include "wire/wire.h"
 
 namespace polyplug::host {
 namespace {
@@ -52,14 +53,14 @@ grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& 
   const auto& metadata = context->client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
-    context->AddTrailingMetadata(kReasonTrailer, "PERMISSION_DENIED");
+    context->AddTrailingMetadata(wire::kReasonTrailer, "PERMISSION_DENIED");
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "[PERMISSION_DENIED] this host requires 'authorization: Bearer <token>' "
                         "metadata (see --auth-token-file)");
   }
   const absl::string_view value(it->second.data(), it->second.size());
   if (!absl::StartsWith(value, "Bearer ") || !SecretEquals(value.substr(7), token)) {
-    context->AddTrailingMetadata(kReasonTrailer, "PERMISSION_DENIED");
+    context->AddTrailingMetadata(wire::kReasonTrailer, "PERMISSION_DENIED");
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "[PERMISSION_DENIED] the bearer token is not accepted");
   }
@@ -351,9 +352,7 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
   for (const fs::path& r : options_.bundle_roots) response->add_bundle_roots(r.string());
   response->set_hot_reload_enabled(runtime_.hot_reload_enabled());
   const absl::Duration uptime = absl::Now() - options_.started;
-  response->mutable_uptime()->set_seconds(absl::ToInt64Seconds(uptime));
-  response->mutable_uptime()->set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(uptime) % 1000000000));
+  *response->mutable_uptime() = wire::ToProto(uptime);
   response->set_bundle_count(static_cast<uint32_t>(runtime_.ListBundles().size()));
   response->set_contract_count(static_cast<uint32_t>(runtime_.registry().List().size()));
   response->set_subscriber_count(static_cast<uint32_t>(hub_.subscriber_count()));
@@ -378,7 +377,7 @@ grpc::ServerUnaryReactor* PluginHostService::GetHostInfo(grpc::CallbackServerCon
       q->set_artifact_sha256(e.sha256);
       q->set_signal(e.signal);
       q->set_during(e.during);
-      q->mutable_crashed_at()->set_seconds(absl::ToUnixSeconds(e.crashed_at));
+      *q->mutable_crashed_at() = wire::ToProto(e.crashed_at);
       q->set_restart(e.restart);
       q->set_message(e.message);
     }
@@ -413,7 +412,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPh
   return hub_.Open(context, std::move(parsed));
 }
 
-// ---- Remote calls. The bundle's code runs on the call pool, never on a gRPC thread.
+// ---- Remote calls. The bundle's code runs on the call pool, except for one Invoke at a time,
+// which runs on the gRPC thread that received it (see Invoke).
 
 namespace {
 
@@ -481,8 +481,7 @@ grpc::ServerUnaryReactor* PluginHostService::CreateInstance(
         if (Expired(context)) return reactor->Finish(ExpiredBeforeStart());
         CreateOptions options;
         options.session = request->session_id();
-        options.idle_timeout = absl::Seconds(request->idle_timeout().seconds()) +
-                               absl::Nanoseconds(request->idle_timeout().nanos());
+        options.idle_timeout = wire::FromProto(request->idle_timeout());
         options.deadline = absl::FromChrono(context->deadline());
         absl::StatusOr<uint64_t> id = instances_.Create(handle, request->args(), options);
         if (Reject(context, reactor, id.status())) return;

@@ -1,4 +1,4 @@
-#include "polyplug/host/recovery_state.h"
+#include "host/src/recovery_state.h"
 
 #include <unistd.h>
 

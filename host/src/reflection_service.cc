@@ -1,4 +1,4 @@
-#include "polyplug/host/reflection_service.h"
+#include "host/src/reflection_service.h"
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>

@@ -1,4 +1,4 @@
-#include "polyplug/host/remote_instances.h"
+#include "host/src/remote_instances.h"
 
 #include <algorithm>
 #include <optional>

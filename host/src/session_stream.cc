@@ -1,9 +1,10 @@
-#include "polyplug/host/session_stream.h"
+#include "host/src/session_stream.h"
 
 #include <atomic>
 #include <string>
 
-#include "polyplug/host/status_mapping.h"
+#include "host/src/status_mapping.h"
+#include "wire/wire.h"
 
 namespace polyplug::host {
 namespace {
@@ -59,8 +60,8 @@ grpc::ServerWriteReactor<v1::SessionEvent>* StartSessionStream(grpc::CallbackSer
   v1::SessionEvent first;
   first.set_session_id(*session);
   first.set_host_epoch(host_epoch);
-  first.mutable_sessionless_idle_timeout()->set_seconds(
-      absl::ToInt64Seconds(instances.options().sessionless_idle_timeout));
+  *first.mutable_sessionless_idle_timeout() =
+      wire::ToProto(instances.options().sessionless_idle_timeout);
   return new SessionStream(instances, calls, *session, std::move(first));
 }
 

@@ -1,9 +1,10 @@
-#include "polyplug/host/status_mapping.h"
+#include "host/src/status_mapping.h"
 
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "polyplug/core/error.h"
+#include "wire/wire.h"
 
 namespace polyplug::host {
 
@@ -12,7 +13,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContex
   const core::ErrorReason reason = core::ReasonOf(status);
   const std::string token(core::ReasonToken(
       reason == core::ErrorReason::kUnspecified ? core::ErrorReason::kInternal : reason));
-  if (context != nullptr) context->AddTrailingMetadata(kReasonTrailer, token);
+  if (context != nullptr) context->AddTrailingMetadata(wire::kReasonTrailer, token);
   std::string message = absl::StrCat("[", token, "] ", std::string(status.message()));
   // The same reason as a google.rpc.ErrorInfo detail, for clients that read details.
   google::rpc::ErrorInfo info;
@@ -27,10 +28,83 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContex
 }
 
 v1::FailureReason ToProtoReason(core::ErrorReason reason) {
-  // The proto enum mirrors core::ErrorReason value for value.
-  const int value = static_cast<int>(reason);
-  return v1::FailureReason_IsValid(value) ? static_cast<v1::FailureReason>(value)
-                                          : v1::FAILURE_REASON_INTERNAL;
+  // One case per reason and no default: a reason added to the core and not here does not
+  // compile (-Wswitch), and reason_mapping_test walks the proto enum for the other way.
+  switch (reason) {
+    case core::ErrorReason::kUnspecified:
+      return v1::FAILURE_REASON_UNSPECIFIED;
+    case core::ErrorReason::kManifestInvalid:
+      return v1::FAILURE_REASON_MANIFEST_INVALID;
+    case core::ErrorReason::kBundleTampered:
+      return v1::FAILURE_REASON_BUNDLE_TAMPERED;
+    case core::ErrorReason::kArtifactMissing:
+      return v1::FAILURE_REASON_ARTIFACT_MISSING;
+    case core::ErrorReason::kArtifactNotLoadable:
+      return v1::FAILURE_REASON_ARTIFACT_NOT_LOADABLE;
+    case core::ErrorReason::kArtifactPathEscape:
+      return v1::FAILURE_REASON_ARTIFACT_PATH_ESCAPE;
+    case core::ErrorReason::kAbiMismatch:
+      return v1::FAILURE_REASON_ABI_MISMATCH;
+    case core::ErrorReason::kInitSymbolMissing:
+      return v1::FAILURE_REASON_INIT_SYMBOL_MISSING;
+    case core::ErrorReason::kInitFailed:
+      return v1::FAILURE_REASON_INIT_FAILED;
+    case core::ErrorReason::kProvidesMismatch:
+      return v1::FAILURE_REASON_PROVIDES_MISMATCH;
+    case core::ErrorReason::kSwapFailed:
+      return v1::FAILURE_REASON_SWAP_FAILED;
+    case core::ErrorReason::kHotReloadDisabled:
+      return v1::FAILURE_REASON_HOT_RELOAD_DISABLED;
+    case core::ErrorReason::kDuplicateProvider:
+      return v1::FAILURE_REASON_DUPLICATE_PROVIDER;
+    case core::ErrorReason::kContractIdCollision:
+      return v1::FAILURE_REASON_CONTRACT_ID_COLLISION;
+    case core::ErrorReason::kBundleNotFound:
+      return v1::FAILURE_REASON_BUNDLE_NOT_FOUND;
+    case core::ErrorReason::kBundleAlreadyLoaded:
+      return v1::FAILURE_REASON_BUNDLE_ALREADY_LOADED;
+    case core::ErrorReason::kDependencyInUse:
+      return v1::FAILURE_REASON_DEPENDENCY_IN_USE;
+    case core::ErrorReason::kDependencyCycle:
+      return v1::FAILURE_REASON_DEPENDENCY_CYCLE;
+    case core::ErrorReason::kUnsatisfiedDependency:
+      return v1::FAILURE_REASON_UNSATISFIED_DEPENDENCY;
+    case core::ErrorReason::kContractNotFound:
+      return v1::FAILURE_REASON_CONTRACT_NOT_FOUND;
+    case core::ErrorReason::kInvalidHandle:
+      return v1::FAILURE_REASON_INVALID_HANDLE;
+    case core::ErrorReason::kStaleHandle:
+      return v1::FAILURE_REASON_STALE_HANDLE;
+    case core::ErrorReason::kNoLoader:
+      return v1::FAILURE_REASON_NO_LOADER;
+    case core::ErrorReason::kInvalidArgument:
+      return v1::FAILURE_REASON_INVALID_ARGUMENT;
+    case core::ErrorReason::kPermissionDenied:
+      return v1::FAILURE_REASON_PERMISSION_DENIED;
+    case core::ErrorReason::kReentrantCall:
+      return v1::FAILURE_REASON_REENTRANT_CALL;
+    case core::ErrorReason::kInternal:
+      return v1::FAILURE_REASON_INTERNAL;
+    case core::ErrorReason::kCursorOutOfRange:
+      return v1::FAILURE_REASON_CURSOR_OUT_OF_RANGE;
+    case core::ErrorReason::kInstanceInvalidatedByReload:
+      return v1::FAILURE_REASON_INSTANCE_INVALIDATED_BY_RELOAD;
+    case core::ErrorReason::kInstanceNotFound:
+      return v1::FAILURE_REASON_INSTANCE_NOT_FOUND;
+    case core::ErrorReason::kNotInvocable:
+      return v1::FAILURE_REASON_NOT_INVOCABLE;
+    case core::ErrorReason::kMethodNotFound:
+      return v1::FAILURE_REASON_METHOD_NOT_FOUND;
+    case core::ErrorReason::kCallFailed:
+      return v1::FAILURE_REASON_CALL_FAILED;
+    case core::ErrorReason::kLeaseExpired:
+      return v1::FAILURE_REASON_LEASE_EXPIRED;
+    case core::ErrorReason::kSubscriberFellBehind:
+      return v1::FAILURE_REASON_SUBSCRIBER_FELL_BEHIND;
+    case core::ErrorReason::kCrashed:
+      return v1::FAILURE_REASON_CRASHED;
+  }
+  return v1::FAILURE_REASON_INTERNAL;
 }
 
 v1::Phase ToProtoPhase(core::Phase phase) {
@@ -66,8 +140,7 @@ void ToProto(const core::PhaseEvent& event, v1::ReloadPhaseEvent* out) {
   out->set_reload_id(event.reload_id);
   out->set_parent_reload_id(event.parent_reload_id);
   out->set_root_reload_id(event.root_reload_id);
-  out->mutable_time()->set_seconds(event.timestamp_unix_nanos / 1000000000);
-  out->mutable_time()->set_nanos(static_cast<int32_t>(event.timestamp_unix_nanos % 1000000000));
+  *out->mutable_time() = wire::ToProto(absl::FromUnixNanos(event.timestamp_unix_nanos));
   out->set_reason(ToProtoReason(event.reason));
   out->set_message(event.message);
   out->set_registry_revision(event.registry_revision);

@@ -1,4 +1,4 @@
-#include "polyplug/host/supervisor.h"
+#include "host/src/supervisor.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +20,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/src/crash_record.h"
-#include "polyplug/host/recovery_state.h"
+#include "host/src/recovery_state.h"
 
 namespace polyplug::host {
 namespace {

@@ -29,8 +29,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "polyplug/host/operation_worker.h"
-#include "polyplug/host/plugin_host_service.h"
+#include "host/src/operation_worker.h"
+#include "host/src/plugin_host_service.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
 namespace {

@@ -28,7 +28,6 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,8 +64,7 @@
 #include "polyplug/client/host_client.h"
 #include "polyplug/client/subscription.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
-
-extern char** environ;
+#include "support/child_process.h"
 
 namespace {
 
@@ -260,19 +258,14 @@ class ScratchDir {
 class ServerProcess {
  public:
   ServerProcess(std::vector<std::string> args, const fs::path& log) {
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t parent = getpid();
-    pid_ = fork();
-    if (pid_ < 0) Die(absl::StrCat("cannot start ", args[0]));
-    if (pid_ == 0) {  // only async-signal-safe calls until exec
-      if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(127);
-      const int out = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (out < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0) _exit(127);
-      execve(argv[0], argv.data(), environ);
-      _exit(127);
-    }
+    polyplug::test::SpawnOptions spawn;
+    spawn.argv = std::move(args);
+    spawn.out = polyplug::test::Redirect::Truncate(log);
+    spawn.err = polyplug::test::Redirect::ToStdout();
+    spawn.death_signal = SIGTERM;  // the server cleans its socket up
+    absl::StatusOr<pid_t> pid = polyplug::test::Spawn(spawn);
+    if (!pid.ok()) Die(std::string(pid.status().message()));
+    pid_ = *pid;
   }
   ~ServerProcess() {
     kill(pid_, SIGTERM);

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -19,8 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
-
-extern char** environ;
+#include "support/child_process.h"
 
 namespace polyplug::test {
 
@@ -272,41 +270,21 @@ ChildProcess::ChildProcess(const std::vector<std::string>& argv,
     close(out_pipe[1]);
     return;
   }
-  const std::string err_path = (dir_.path() / "stderr").string();
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (in_pair[1] >= 0) posix_spawn_file_actions_adddup2(&actions, in_pair[1], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) {
-    bool overridden = false;
-    for (const auto& [name, value] : env) {
-      if (std::strncmp(*e, (name + "=").c_str(), name.size() + 1) == 0) overridden = true;
-    }
-    if (!overridden) env_strings.emplace_back(*e);
-  }
-  for (const auto& [name, value] : env) env_strings.push_back(name + "=" + value);
-  std::vector<char*> env_ptrs, arg_ptrs;
-  for (std::string& s : env_strings) env_ptrs.push_back(s.data());
-  env_ptrs.push_back(nullptr);
-  std::vector<std::string> args = argv;
-  for (std::string& s : args) arg_ptrs.push_back(s.data());
-  arg_ptrs.push_back(nullptr);
-  const int rc =
-      posix_spawn(&pid_, args[0].c_str(), &actions, nullptr, arg_ptrs.data(), env_ptrs.data());
-  posix_spawn_file_actions_destroy(&actions);
+  SpawnOptions spawn;
+  spawn.argv = argv;
+  spawn.env = env;
+  spawn.in = in_pair[1] >= 0 ? Redirect::Fd(in_pair[1]) : Redirect::Inherit();
+  spawn.out = Redirect::Fd(out_pipe[1]);
+  spawn.err = Redirect::Truncate(dir_.path() / "stderr");
+  absl::StatusOr<pid_t> pid = Spawn(spawn);
+  pid_ = pid.ok() ? *pid : -1;
   close(out_pipe[1]);
   out_fd_ = out_pipe[0];
   if (in_pair[1] >= 0) {
     close(in_pair[1]);
     in_fd_ = in_pair[0];
   }
-  if (rc != 0) {
-    ADD_FAILURE() << "posix_spawn " << args[0] << ": " << std::strerror(rc);
-    pid_ = -1;
-  }
+  if (!pid.ok()) ADD_FAILURE() << pid.status();
 }
 
 ChildProcess::~ChildProcess() {

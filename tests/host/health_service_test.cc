@@ -1,7 +1,7 @@
 // HealthService over a real in-process grpc::Server on a unix socket: Check, Watch order
 // and coalescing, unknown names, Shutdown, and cleanup of cancelled watchers. Every wait is
 // on a stream read or on HealthService::WaitForWatchCount; deadlines only bound a hang.
-#include "polyplug/host/health_service.h"
+#include "host/src/health_service.h"
 
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>

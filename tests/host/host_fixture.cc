@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,8 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-
-extern char** environ;
+#include "support/child_process.h"
 
 namespace polyplug::test {
 
@@ -110,38 +108,17 @@ absl::Status HostProcess::Start() {
     argv.push_back(state.string());
   }
   argv.insert(argv.end(), args_.begin(), args_.end());
-  std::vector<char*> raw;
-  for (std::string& a : argv) raw.push_back(a.data());
-  raw.push_back(nullptr);
-
-  const std::string out_path = (dir_.path() / "stdout.log").string();
-  const std::string err_path = (dir_.path() / "stderr.log").string();
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  char** env = environ;
-  std::vector<std::string> env_strings;
-  std::vector<char*> env_raw;
-  if (default_listen_) {
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (!absl::StartsWith(*e, "XDG_RUNTIME_DIR=")) env_strings.emplace_back(*e);
-    }
-    env_strings.push_back(absl::StrCat("XDG_RUNTIME_DIR=", dir_.path().string()));
-    for (std::string& e : env_strings) env_raw.push_back(e.data());
-    env_raw.push_back(nullptr);
-    env = env_raw.data();
-  }
-  const int spawn_error = posix_spawn(&pid_, raw[0], &actions, nullptr, raw.data(), env);
-  posix_spawn_file_actions_destroy(&actions);
-  if (spawn_error != 0) {
+  SpawnOptions spawn;
+  spawn.argv = argv;
+  spawn.out = Redirect::Truncate(dir_.path() / "stdout.log");
+  spawn.err = Redirect::Truncate(dir_.path() / "stderr.log");
+  if (default_listen_) spawn.env.push_back({"XDG_RUNTIME_DIR", dir_.path().string()});
+  absl::StatusOr<pid_t> pid = Spawn(spawn);
+  if (!pid.ok()) {
     pid_ = -1;
-    return absl::InternalError(
-        absl::StrCat("posix_spawn(", argv[0], "): ", std::strerror(spawn_error)));
+    return pid.status();
   }
+  pid_ = *pid;
   const std::string command = absl::StrJoin(argv, " ");
 
   channel_ = NewChannel();

@@ -1,6 +1,6 @@
 // ReflectionService over a real in-process grpc::Server on a unix socket: both reflection
 // versions, the files grpcurl needs, errors, and several requests on one stream.
-#include "polyplug/host/reflection_service.h"
+#include "host/src/reflection_service.h"
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
@@ -20,7 +20,7 @@
 #include "grpc/reflection/v1/reflection.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
-#include "polyplug/host/health_service.h"
+#include "host/src/health_service.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
 namespace polyplug::host {

@@ -26,10 +26,10 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "host/host_fixture.h"
+#include "host/src/remote_instances.h"
 #include "host/test_pki.h"
 #include "polyplug/core/ids.h"
 #include "polyplug/core/runtime.h"
-#include "polyplug/host/remote_instances.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/bundle_fixture.h"
 

@@ -1,7 +1,6 @@
 #include "host/test_pki.h"
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,8 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "host/host_fixture.h"
 #include "support/bundle_fixture.h"
-
-extern char** environ;
+#include "support/child_process.h"
 
 namespace polyplug::test {
 
@@ -24,24 +22,16 @@ namespace fs = std::filesystem;
 // Runs `argv` (looked up in PATH, no shell) in `cwd` with stdout and stderr appended to
 // `log`, and waits for it. OK when it exits 0.
 absl::Status Run(const std::vector<std::string>& argv, const fs::path& cwd, const fs::path& log) {
-  std::vector<std::string> args = argv;
-  std::vector<char*> raw;
-  for (std::string& a : args) raw.push_back(a.data());
-  raw.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawn_file_actions_addchdir_np(&actions, cwd.c_str());
-  pid_t pid = -1;
-  const int error = posix_spawnp(&pid, raw[0], &actions, nullptr, raw.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
+  SpawnOptions spawn;
+  spawn.argv = argv;
+  spawn.search_path = true;
+  spawn.out = Redirect::Append(log);
+  spawn.err = Redirect::ToStdout();
+  spawn.cwd = cwd;
   const std::string command = absl::StrJoin(argv, " ");
-  if (error != 0) {
-    return absl::InternalError(absl::StrCat("posix_spawnp(", command, "): ", std::strerror(error)));
-  }
+  absl::StatusOr<pid_t> started = Spawn(spawn);
+  if (!started.ok()) return started.status();
+  const pid_t pid = *started;
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) {

@@ -31,6 +31,7 @@
 #include "polyplug/identity.hpp"
 #include "polyplugctl/command_line.h"
 #include "polyplugctl/output.h"
+#include "wire/wire.h"
 
 namespace polyplug::ctl {
 namespace {
@@ -508,8 +509,7 @@ int RunInfo(Context& ctx) {
     ctx.out.Json(*info);
     return kExitOk;
   }
-  const absl::Duration uptime =
-      absl::Seconds(info->uptime().seconds()) + absl::Nanoseconds(info->uptime().nanos());
+  const absl::Duration uptime = wire::FromProto(info->uptime());
   PrintTable(ctx.out,
              {{"polyplug-host", info->version()},
               {"target", ctx.client.target()},

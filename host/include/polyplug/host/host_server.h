@@ -13,7 +13,8 @@
 namespace polyplug::host {
 
 struct HostServerOptions {
-  // "unix:PATH" or "HOST:PORT". Empty: DefaultListenAddress().
+  // "unix:PATH" or "HOST:PORT". Empty: the default address (wire::DefaultHostAddress(),
+  // unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock).
   std::vector<std::string> listen;
   // Bundle roots: everything one level below is loaded at start; load and reload paths
   // must resolve inside them.
@@ -42,9 +43,6 @@ struct HostServerOptions {
   int supervisor_fd = -1;
   uint32_t supervisor_restart = 0;
 };
-
-// unix:$XDG_RUNTIME_DIR/polyplug-host.sock, else unix:/tmp/polyplug-host-<uid>.sock.
-std::string DefaultListenAddress();
 
 class HostServer {
  public:

@@ -6,8 +6,8 @@
 // its newest healthy version (RestoreSources), announces the crash that caused the restart
 // (CrashEvents), keeps a copy of every version that loads or reloads, and records the
 // running set once it serves (OnPhase, MarkReady). Thread-safe.
-#ifndef POLYPLUG_HOST_CRASH_RECOVERY_H_
-#define POLYPLUG_HOST_CRASH_RECOVERY_H_
+#ifndef POLYPLUG_HOST_SRC_CRASH_RECOVERY_H_
+#define POLYPLUG_HOST_SRC_CRASH_RECOVERY_H_
 
 #include <cstdint>
 #include <filesystem>
@@ -20,10 +20,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "host/src/recovery_state.h"
 #include "polyplug/core/manifest.h"
 #include "polyplug/core/phase_event.h"
 #include "polyplug/core/runtime.h"
-#include "polyplug/host/recovery_state.h"
 
 namespace polyplug::host {
 
@@ -82,4 +82,4 @@ class CrashRecovery {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_CRASH_RECOVERY_H_
+#endif  // POLYPLUG_HOST_SRC_CRASH_RECOVERY_H_

@@ -4,8 +4,8 @@
 // Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there;
 // CreateInstance, Invoke and DestroyInstance run the bundle's code on the call pool, but
 // for one Invoke at a time, which runs on the gRPC thread (see Invoke).
-#ifndef POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
-#define POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
+#ifndef POLYPLUG_HOST_SRC_PLUGIN_HOST_SERVICE_H_
+#define POLYPLUG_HOST_SRC_PLUGIN_HOST_SERVICE_H_
 
 #include <atomic>
 #include <filesystem>
@@ -15,11 +15,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "host/src/crash_recovery.h"
+#include "host/src/operation_worker.h"
+#include "host/src/phase_stream.h"
+#include "host/src/remote_instances.h"
 #include "polyplug/core/runtime.h"
-#include "polyplug/host/crash_recovery.h"
-#include "polyplug/host/operation_worker.h"
-#include "polyplug/host/phase_stream.h"
-#include "polyplug/host/remote_instances.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 
 namespace polyplug::host {
@@ -139,4 +139,4 @@ class PluginHostService final : public PluginHostCallbackService {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_PLUGIN_HOST_SERVICE_H_
+#endif  // POLYPLUG_HOST_SRC_PLUGIN_HOST_SERVICE_H_

@@ -4,13 +4,13 @@
 // when the stream ends for any reason (the client cancels, disconnects or dies, or the
 // server shuts down) the session is closed and its instances are destroyed on the call
 // pool, never on a gRPC thread.
-#ifndef POLYPLUG_HOST_SESSION_STREAM_H_
-#define POLYPLUG_HOST_SESSION_STREAM_H_
+#ifndef POLYPLUG_HOST_SRC_SESSION_STREAM_H_
+#define POLYPLUG_HOST_SRC_SESSION_STREAM_H_
 
 #include <grpcpp/grpcpp.h>
 
-#include "polyplug/host/operation_worker.h"
-#include "polyplug/host/remote_instances.h"
+#include "host/src/operation_worker.h"
+#include "host/src/remote_instances.h"
 #include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
@@ -25,4 +25,4 @@ grpc::ServerWriteReactor<v1::SessionEvent>* StartSessionStream(grpc::CallbackSer
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_SESSION_STREAM_H_
+#endif  // POLYPLUG_HOST_SRC_SESSION_STREAM_H_

@@ -19,8 +19,8 @@
 // CPU; with lanes on every CPU they run side by side, and connections written to from two
 // threads at once gather several streams' messages into one syscall (docs/PERFORMANCE.md:
 // 1,000 subscribers, p99 35 ms -> 18-26 ms; CPU per delivered event 9 us -> 5-8 us).
-#ifndef POLYPLUG_HOST_PHASE_STREAM_H_
-#define POLYPLUG_HOST_PHASE_STREAM_H_
+#ifndef POLYPLUG_HOST_SRC_PHASE_STREAM_H_
+#define POLYPLUG_HOST_SRC_PHASE_STREAM_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -32,15 +32,12 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "host/src/crash_recovery.h"
+#include "host/src/operation_worker.h"
 #include "polyplug/core/runtime.h"
-#include "polyplug/host/crash_recovery.h"
-#include "polyplug/host/operation_worker.h"
 #include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
-
-// Initial metadata of every SubscribeReloadPhases stream the host accepts: its epoch.
-inline constexpr absl::string_view kHostEpochMetadataKey = "polyplug-host-epoch";
 
 class PhaseStream;
 
@@ -104,4 +101,4 @@ class PhaseHub {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_PHASE_STREAM_H_
+#endif  // POLYPLUG_HOST_SRC_PHASE_STREAM_H_

@@ -10,8 +10,8 @@
 //
 // Plain files, so that the supervisor and the server (separate processes, one at a time)
 // share them without more protocol, and a person can look. Not thread-safe.
-#ifndef POLYPLUG_HOST_RECOVERY_STATE_H_
-#define POLYPLUG_HOST_RECOVERY_STATE_H_
+#ifndef POLYPLUG_HOST_SRC_RECOVERY_STATE_H_
+#define POLYPLUG_HOST_SRC_RECOVERY_STATE_H_
 
 #include <cstdint>
 #include <filesystem>
@@ -76,4 +76,4 @@ class RecoveryState {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_RECOVERY_STATE_H_
+#endif  // POLYPLUG_HOST_SRC_RECOVERY_STATE_H_

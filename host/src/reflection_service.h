@@ -5,8 +5,8 @@
 // Why our own: Debian's libgrpc++_reflection (1.51) serves only v1alpha, and today's tools
 // try v1 first (some speak only v1). The two protos differ only in their package, so one
 // implementation serves both.
-#ifndef POLYPLUG_HOST_REFLECTION_SERVICE_H_
-#define POLYPLUG_HOST_REFLECTION_SERVICE_H_
+#ifndef POLYPLUG_HOST_SRC_REFLECTION_SERVICE_H_
+#define POLYPLUG_HOST_SRC_REFLECTION_SERVICE_H_
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/service_type.h>
@@ -70,4 +70,4 @@ class ReflectionService {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_REFLECTION_SERVICE_H_
+#endif  // POLYPLUG_HOST_SRC_REFLECTION_SERVICE_H_

@@ -1,6 +1,6 @@
 // Conversions between the core's types and the wire contract (polyplug.host.v1).
-#ifndef POLYPLUG_HOST_STATUS_MAPPING_H_
-#define POLYPLUG_HOST_STATUS_MAPPING_H_
+#ifndef POLYPLUG_HOST_SRC_STATUS_MAPPING_H_
+#define POLYPLUG_HOST_SRC_STATUS_MAPPING_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -12,11 +12,8 @@
 
 namespace polyplug::host {
 
-// Trailing-metadata key carrying the stable reason token of a failed call.
-inline constexpr char kReasonTrailer[] = "polyplug-reason";
-
 // Same code, message "[REASON_TOKEN] message". When `context` is given, also adds the
-// reason as `polyplug-reason` trailing metadata.
+// reason as trailing metadata (wire::kReasonTrailer).
 grpc::Status ToGrpcStatus(const absl::Status& status,
                           grpc::CallbackServerContext* context = nullptr);
 
@@ -41,4 +38,4 @@ void ToProto(const core::BundleInfo& bundle, const core::Runtime& runtime, v1::B
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_STATUS_MAPPING_H_
+#endif  // POLYPLUG_HOST_SRC_STATUS_MAPPING_H_

@@ -1,11 +1,13 @@
 // OperationWorker: the host's own threads for work that may block.
 //
-// gRPC callback threads must never block (a dlopen, a bundle's init, a reload, a bundle's
-// method), so RPC handlers post the work here and finish their reactor from a worker
-// thread. Mutations use one thread (the runtime serializes them anyway); remote calls a
-// small pool.
-#ifndef POLYPLUG_HOST_OPERATION_WORKER_H_
-#define POLYPLUG_HOST_OPERATION_WORKER_H_
+// gRPC callback threads must not be held up by work that can take long (a dlopen, a
+// bundle's init, a reload, a bundle's method), so RPC handlers post it here and finish their
+// reactor from a worker thread. Mutations use one thread (the runtime serializes them
+// anyway); remote calls a small pool. One exception: one Invoke at a time runs on the gRPC
+// thread that received it, because the hand-off to the pool costs more than most methods
+// (PluginHostService::Invoke).
+#ifndef POLYPLUG_HOST_SRC_OPERATION_WORKER_H_
+#define POLYPLUG_HOST_SRC_OPERATION_WORKER_H_
 
 #include <condition_variable>
 #include <deque>
@@ -44,4 +46,4 @@ class OperationWorker {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_OPERATION_WORKER_H_
+#endif  // POLYPLUG_HOST_SRC_OPERATION_WORKER_H_

@@ -1,8 +1,8 @@
 // HealthService: grpc.health.v1.Health built from the generated health.proto, so that
 // reflection can describe it (gRPC's EnableDefaultHealthCheckService is upb-based and
 // invisible to reflection, grpc/grpc#36665) and grpcurl can call it without .proto files.
-#ifndef POLYPLUG_HOST_HEALTH_SERVICE_H_
-#define POLYPLUG_HOST_HEALTH_SERVICE_H_
+#ifndef POLYPLUG_HOST_SRC_HEALTH_SERVICE_H_
+#define POLYPLUG_HOST_SRC_HEALTH_SERVICE_H_
 
 #include <grpcpp/grpcpp.h>
 
@@ -104,4 +104,4 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_HEALTH_SERVICE_H_
+#endif  // POLYPLUG_HOST_SRC_HEALTH_SERVICE_H_

@@ -12,8 +12,8 @@
 //
 // Mutations run on the watcher's own thread; the runtime serializes them with those of
 // the RPCs. What the watcher does and why is reported through `log`, one line at a time.
-#ifndef POLYPLUG_HOST_BUNDLE_WATCHER_H_
-#define POLYPLUG_HOST_BUNDLE_WATCHER_H_
+#ifndef POLYPLUG_HOST_SRC_BUNDLE_WATCHER_H_
+#define POLYPLUG_HOST_SRC_BUNDLE_WATCHER_H_
 
 #include <filesystem>
 #include <functional>
@@ -55,4 +55,4 @@ class BundleWatcher {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_BUNDLE_WATCHER_H_
+#endif  // POLYPLUG_HOST_SRC_BUNDLE_WATCHER_H_

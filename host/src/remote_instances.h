@@ -9,8 +9,8 @@
 // were made under (CloseSession), or an idle timeout. Thread-safe. Calls run on the calling
 // thread on a retained interface (Registry::Retain), so the code they run stays mapped
 // until they return without holding up reloads.
-#ifndef POLYPLUG_HOST_REMOTE_INSTANCES_H_
-#define POLYPLUG_HOST_REMOTE_INSTANCES_H_
+#ifndef POLYPLUG_HOST_SRC_REMOTE_INSTANCES_H_
+#define POLYPLUG_HOST_SRC_REMOTE_INSTANCES_H_
 
 #include <condition_variable>
 #include <cstdint>
@@ -160,4 +160,4 @@ class RemoteInstances {
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_REMOTE_INSTANCES_H_
+#endif  // POLYPLUG_HOST_SRC_REMOTE_INSTANCES_H_
