@@ -92,6 +92,7 @@ class HostServer::Impl {
   std::unique_ptr<OperationWorker> calls;
   std::unique_ptr<PhaseHub> hub;
   std::unique_ptr<HealthService> health;
+  std::unique_ptr<TokenAuthorizer> authorizer;
   std::unique_ptr<PluginHostService> service;
   std::unique_ptr<ReflectionService> reflection;
   std::unique_ptr<PhasePipeline> pipeline;
@@ -176,18 +177,20 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   impl->hub = std::make_unique<PhaseHub>(
       rt, PhaseHubOptions{options.max_subscribers, 1024, impl->recovery.get()});
   impl->health = std::make_unique<HealthService>();
+  // One authorizer for PluginHost and reflection; health answers everyone.
+  impl->authorizer = std::make_unique<TokenAuthorizer>(options.auth_token);
   PluginHostServiceOptions service_options;
   service_options.bundle_roots = *roots;
-  service_options.auth_token = options.auth_token;
   service_options.recovery = impl->recovery.get();
-  impl->service = std::make_unique<PluginHostService>(
-      rt, *impl->hub, *impl->worker, *impl->instances, *impl->calls, service_options);
+  impl->service =
+      std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, *impl->instances,
+                                          *impl->calls, *impl->authorizer, service_options);
   impl->reflection = std::make_unique<ReflectionService>(
       std::vector<std::string>{"polyplug.host.v1.PluginHost", "grpc.health.v1.Health",
                                "grpc.reflection.v1.ServerReflection",
                                "grpc.reflection.v1alpha.ServerReflection"},
-      [token = options.auth_token](grpc::CallbackServerContext* context) {
-        return Authorize(context, token);
+      [authorizer = impl->authorizer.get()](grpc::CallbackServerContext* context) {
+        return authorizer->Check(context);
       });
   PhasePipeline::Stages stages;
   stages.log = LogPhase;

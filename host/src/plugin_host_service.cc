@@ -34,47 +34,18 @@ absl::Status CheckName(absl::string_view field, const std::string& value) {
   return absl::OkStatus();
 }
 
-// Constant-time comparison, so a remote caller learns nothing from response times.
-bool SecretEquals(absl::string_view a, absl::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
 }  // namespace
-
-grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& token) {
-  if (token.empty()) return grpc::Status::OK;
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    context->AddTrailingMetadata(wire::kReasonTrailer, "PERMISSION_DENIED");
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "[PERMISSION_DENIED] this host requires 'authorization: Bearer <token>' "
-                        "metadata (see --auth-token-file)");
-  }
-  const absl::string_view value(it->second.data(), it->second.size());
-  if (!absl::StartsWith(value, "Bearer ") || !SecretEquals(value.substr(7), token)) {
-    context->AddTrailingMetadata(wire::kReasonTrailer, "PERMISSION_DENIED");
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "[PERMISSION_DENIED] the bearer token is not accepted");
-  }
-  return grpc::Status::OK;
-}
 
 PluginHostService::PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
                                      RemoteInstances& instances, OperationWorker& calls,
+                                     const TokenAuthorizer& authorizer,
                                      PluginHostServiceOptions options)
     : runtime_(runtime),
       hub_(hub),
       worker_(worker),
       instances_(instances),
       calls_(calls),
+      authorizer_(authorizer),
       options_(std::move(options)) {}
 
 void PluginHostService::SetListenAddresses(std::vector<std::string> addresses) {
@@ -114,7 +85,7 @@ absl::StatusOr<fs::path> PluginHostService::ConfinePath(const std::string& path)
 
 bool PluginHostService::Unauthorized(grpc::CallbackServerContext* context,
                                      grpc::ServerUnaryReactor* reactor) {
-  grpc::Status auth = Authorize(context, options_.auth_token);
+  grpc::Status auth = authorizer_.Check(context);
   if (auth.ok()) return false;
   reactor->Finish(auth);
   return true;
@@ -398,7 +369,7 @@ grpc::ServerUnaryReactor* PluginHostService::Echo(grpc::CallbackServerContext* c
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPhases(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
-  if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
+  if (grpc::Status auth = authorizer_.Check(context); !auth.ok()) {
     return RefusedStream<grpc::ByteBuffer>(auth);
   }
   v1::SubscribeReloadPhasesRequest parsed;
@@ -454,7 +425,7 @@ void PluginHostService::FillInstanceRef(uint64_t id, core::ContractHandle handle
 
 grpc::ServerWriteReactor<v1::SessionEvent>* PluginHostService::OpenSession(
     grpc::CallbackServerContext* context, const v1::OpenSessionRequest*) {
-  if (grpc::Status auth = Authorize(context, options_.auth_token); !auth.ok()) {
+  if (grpc::Status auth = authorizer_.Check(context); !auth.ok()) {
     return RefusedStream<v1::SessionEvent>(auth);
   }
   return StartSessionStream(context, instances_, calls_, runtime_.host_epoch());

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "host/src/authorization.h"
 #include "host/src/crash_recovery.h"
 #include "host/src/operation_worker.h"
 #include "host/src/phase_stream.h"
@@ -24,13 +25,8 @@
 
 namespace polyplug::host {
 
-// Decides whether a call may proceed: OK, or UNAUTHENTICATED with the reason trailer set
-// on `context`. An empty token admits every call.
-grpc::Status Authorize(grpc::CallbackServerContext* context, const std::string& token);
-
 struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
-  std::string auth_token;                           // empty: no authentication
   absl::Time started = absl::Now();
   const CrashRecovery* recovery = nullptr;  // under --supervise: restarts and quarantine
 };
@@ -55,9 +51,10 @@ using PluginHostCallbackService = v1::PluginHost::WithCallbackMethod_Reload<
 class PluginHostService final : public PluginHostCallbackService {
  public:
   // `worker` runs mutations; `calls` runs the bundles' code for remote calls.
+  // `authorizer` checks every call first (see authorization.h) and outlives the service.
   PluginHostService(core::Runtime& runtime, PhaseHub& hub, OperationWorker& worker,
                     RemoteInstances& instances, OperationWorker& calls,
-                    PluginHostServiceOptions options);
+                    const TokenAuthorizer& authorizer, PluginHostServiceOptions options);
 
   // What GetHostInfo reports as listen_addresses (known only once the server listens).
   void SetListenAddresses(std::vector<std::string> addresses);
@@ -129,6 +126,7 @@ class PluginHostService final : public PluginHostCallbackService {
   OperationWorker& worker_;
   RemoteInstances& instances_;
   OperationWorker& calls_;
+  const TokenAuthorizer& authorizer_;
   // Invoke calls running on a gRPC thread (at most kInlineCalls; see Invoke).
   static constexpr int kInlineCalls = 1;
   std::atomic<int> inline_calls_{0};

@@ -32,6 +32,7 @@
 #include "host/src/operation_worker.h"
 #include "host/src/plugin_host_service.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
+#include "wire/wire.h"
 
 namespace {
 
@@ -191,8 +192,7 @@ class FloorService : public polyplug::host::PluginHostCallbackService {
     e.mutable_bundle_version()->set_major(1);
     e.set_reload_id(reload_id);
     e.set_root_reload_id(reload_id);
-    e.mutable_time()->set_seconds(now / 1000000000);
-    e.mutable_time()->set_nanos(static_cast<int32_t>(now % 1000000000));
+    *e.mutable_time() = polyplug::wire::ToProto(absl::FromUnixNanos(now));
     e.set_registry_revision(seq);
     grpc::ByteBuffer out;
     bool own_buffer = false;

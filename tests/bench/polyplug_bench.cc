@@ -65,6 +65,7 @@
 #include "polyplug/client/subscription.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/child_process.h"
+#include "wire/wire.h"
 
 namespace {
 
@@ -506,7 +507,7 @@ class FanoutLedger {
     ++events_;
     if (e.phase() != v1::PHASE_RELOADED) return;
     const absl::Time emitted =
-        absl::FromUnixSeconds(e.time().seconds()) + absl::Nanoseconds(e.time().nanos());
+        polyplug::wire::FromProto(e.time());
     Delivery& d = deliveries_[e.reload_id()];
     ++d.count;
     d.last_us = std::max(d.last_us, absl::ToDoubleMicroseconds(now - emitted));
