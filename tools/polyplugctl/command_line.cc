@@ -6,7 +6,7 @@
 namespace polyplug::ctl {
 
 absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv,
-                                               const std::vector<FlagSpec>& flags) {
+                                               absl::Span<const FlagSpec> flags) {
   CommandLine out;
   bool only_operands = false;
   for (int i = 1; i < argc; ++i) {

@@ -10,11 +10,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace polyplug::ctl {
 
+// A flag CommandLine::Parse accepts. A literal type, so that commands can list their flags
+// in constexpr tables.
 struct FlagSpec {
-  std::string name;  // without dashes, e.g. "timeout"
+  absl::string_view name;  // without dashes, e.g. "timeout"; not owned (a literal)
   bool takes_value = false;
   bool repeatable = false;  // values accumulate
 };
@@ -24,7 +27,7 @@ class CommandLine {
   // Parses argv[1..]: the first operand is the command, the rest its operands. Every
   // --flag must be in `flags`; INVALID_ARGUMENT names an unknown flag or a missing value.
   static absl::StatusOr<CommandLine> Parse(int argc, const char* const* argv,
-                                           const std::vector<FlagSpec>& flags);
+                                           absl::Span<const FlagSpec> flags);
 
   const std::string& command() const { return command_; }
   const std::vector<std::string>& operands() const { return operands_; }

@@ -1,0 +1,28 @@
+// polyplugctl's commands, one file each, and the list main.cc dispatches on.
+#ifndef POLYPLUG_TOOLS_POLYPLUGCTL_COMMANDS_COMMANDS_H_
+#define POLYPLUG_TOOLS_POLYPLUGCTL_COMMANDS_COMMANDS_H_
+
+#include <vector>
+
+#include "polyplugctl/command.h"
+
+namespace polyplug::ctl {
+
+const Command& ReloadCommand();  // commands/reload.cc
+const Command& LoadCommand();    // commands/load.cc
+const Command& UnloadCommand();  // commands/unload.cc
+const Command& FindCommand();    // commands/find.cc
+const Command& ListCommand();    // commands/list.cc
+const Command& WatchCommand();   // commands/watch.cc
+const Command& CallCommand();    // commands/call.cc
+const Command& InfoCommand();    // commands/info.cc
+const Command& HealthCommand();  // commands/health.cc
+const Command& IdCommand();      // commands/id.cc
+
+// Every command, each name once. A new command is added here and to the global help text
+// in main.cc.
+std::vector<const Command*> Commands();
+
+}  // namespace polyplug::ctl
+
+#endif  // POLYPLUG_TOOLS_POLYPLUGCTL_COMMANDS_COMMANDS_H_
