@@ -229,21 +229,19 @@ void Runtime::Impl::CascadeAndFinish(uint64_t root, uint64_t root_id, OperationC
   std::vector<CascadeNode> graph;
   {
     std::lock_guard<std::mutex> lock(bundles_mu_);
-    std::map<uint64_t, absl::flat_hash_set<uint64_t>> exported;
-    for (const auto& [id, b] : bundles_) exported[id] = ExportedContractsLocked(id);
-    for (uint64_t old : ctx.swapped.at(root).old_contracts) exported[root].insert(old);
+    std::map<uint64_t, size_t> node_of;
     for (const auto& [id, b] : bundles_) {
-      CascadeNode node{id, b.manifest.name, b.manifest.needs_reinit_on_dep_reload, {}};
-      for (const auto& [provider, contracts] : exported) {
-        if (provider == id) continue;
-        for (uint64_t dep : b.declared) {
-          if (contracts.contains(dep)) {
-            node.providers.push_back(provider);
-            break;
-          }
-        }
+      node_of[id] = graph.size();
+      graph.push_back({id, b.manifest.name, b.manifest.needs_reinit_on_dep_reload, {}});
+    }
+    for (const auto& [provider, b] : bundles_) {
+      absl::flat_hash_set<uint64_t> exported = ExportedContractsLocked(provider);
+      if (provider == root)
+        exported.insert(ctx.swapped.at(root).old_contracts.begin(),
+                        ctx.swapped.at(root).old_contracts.end());
+      for (uint64_t dependent : DependentsLocked(provider, exported)) {
+        graph[node_of.at(dependent)].providers.push_back(provider);
       }
-      graph.push_back(std::move(node));
     }
   }
   CascadeSchedule schedule(std::move(graph), root);
