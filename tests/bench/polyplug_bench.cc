@@ -506,8 +506,7 @@ class FanoutLedger {
     *last_seq = e.seq();
     ++events_;
     if (e.phase() != v1::PHASE_RELOADED) return;
-    const absl::Time emitted =
-        polyplug::wire::FromProto(e.time());
+    const absl::Time emitted = polyplug::wire::FromProto(e.time());
     Delivery& d = deliveries_[e.reload_id()];
     ++d.count;
     d.last_us = std::max(d.last_us, absl::ToDoubleMicroseconds(now - emitted));
