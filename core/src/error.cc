@@ -56,6 +56,7 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kLeaseExpired, "LEASE_EXPIRED", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kSubscriberFellBehind, "SUBSCRIBER_FELL_BEHIND", absl::StatusCode::kOutOfRange},
     {ErrorReason::kCrashed, "CRASHED", absl::StatusCode::kFailedPrecondition},
+    {ErrorReason::kShuttingDown, "SHUTTING_DOWN", absl::StatusCode::kUnavailable},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

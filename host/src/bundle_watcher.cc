@@ -15,6 +15,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "polyplug/core/ids.h"
 #include "polyplug/core/manifest.h"
 
 namespace polyplug::host {
@@ -50,8 +51,8 @@ FileState StateOf(const fs::path& file) {
 
 class BundleWatcher::Loop {
  public:
-  Loop(core::Runtime& runtime, BundleWatcherOptions options)
-      : runtime_(runtime), options_(std::move(options)) {}
+  Loop(core::Runtime& runtime, OperationWorker& operations, BundleWatcherOptions options)
+      : runtime_(runtime), operations_(operations), options_(std::move(options)) {}
 
   ~Loop() {
     Stop();
@@ -217,7 +218,7 @@ class BundleWatcher::Loop {
       if (loaded) {
         Reload(dir, "its manifest changed");
       } else {
-        Log(absl::StrCat("cannot load ", dir.string(), ": ", manifest.status().message()));
+        Load(dir);  // fails, and says why on the stream
       }
       return true;
     }
@@ -239,33 +240,77 @@ class BundleWatcher::Loop {
     return true;
   }
 
+  // The mutations run where the host runs every load, reload and unload (the worker, or
+  // the application's RunPendingOperations), after the watcher decided on them. They
+  // capture no watcher state: the watcher may be gone when they run.
   void Reload(const fs::path& dir, absl::string_view why) {
     Log(absl::StrCat("reloading ", dir.filename().string(), ": ", why));
-    absl::StatusOr<core::ReloadOutcome> outcome = runtime_.ReloadBundle(dir);
-    if (!outcome.ok()) {
-      Log(absl::StrCat("reload of ", dir.string(), " refused: ", outcome.status().message()));
-    }
-    // The outcome itself (RELOADED or FAILED, and why) is in the phase events.
+    Post("reload", [&runtime = runtime_, log = options_.log, dir] {
+      absl::StatusOr<core::ReloadOutcome> outcome = runtime.ReloadBundle(dir);
+      // The outcome itself (RELOADED or FAILED, and why) is in the phase events.
+      if (!outcome.ok() && log) {
+        log(absl::StrCat("reload of ", dir.string(), " refused: ", outcome.status().message()));
+      }
+    });
   }
 
   void Load(const fs::path& dir) {
-    absl::StatusOr<core::BundleInfo> info = runtime_.LoadBundle(dir);
-    if (!info.ok()) {
-      Log(absl::StrCat("cannot load new bundle directory ", dir.string(), ": ",
-                       info.status().message()));
-    }
+    Post("load", [&runtime = runtime_, log = options_.log, dir] {
+      absl::StatusOr<core::BundleInfo> info = runtime.LoadBundle(dir);
+      if (info.ok()) return;
+      if (core::ReasonOf(info.status()) == core::ErrorReason::kBundleAlreadyLoaded) {
+        // A load decided earlier (before the application ran its operations) got there
+        // first; this change to the directory is a reload of it.
+        if (runtime.ReloadBundle(dir).ok()) return;
+      }
+      // A load that fails publishes nothing and fires nothing (docs/SEMANTICS.md §3), but an
+      // editor following the stream must learn that the directory it just wrote is broken.
+      const std::string message = absl::StrCat("--watch found bundle directory ", dir.string(),
+                                               " and cannot load it: ", info.status().message());
+      if (log) log(message);
+      runtime.journal().Append(LoadFailedEvent(dir, info.status(), message));
+    });
   }
 
   void Unload(const core::BundleInfo& info) {
     Log(absl::StrCat("bundle directory ", info.dir.string(), " is gone: unloading \"", info.name,
                      "\" and its dependents"));
-    auto unloaded = runtime_.UnloadBundle(info.name, core::UnloadMode::kCascade);
-    if (!unloaded.ok()) {
-      Log(absl::StrCat("cannot unload \"", info.name, "\": ", unloaded.status().message()));
+    Post("unload", [&runtime = runtime_, log = options_.log, name = info.name] {
+      auto unloaded = runtime.UnloadBundle(name, core::UnloadMode::kCascade);
+      if (!unloaded.ok() && log) {
+        log(absl::StrCat("cannot unload \"", name, "\": ", unloaded.status().message()));
+      }
+    });
+  }
+
+  void Post(absl::string_view what, std::function<void()> run) {
+    operations_.Post(std::move(run), [log = options_.log, what = std::string(what)] {
+      if (log) log(absl::StrCat("the host stopped before the ", what, " ran"));
+    });
+  }
+
+  // The FAILED event of a bundle directory that does not load: named after its manifest
+  // when that parses, else after the directory.
+  static core::PhaseEvent LoadFailedEvent(const fs::path& dir, const absl::Status& status,
+                                          std::string message) {
+    core::PhaseEvent event;
+    event.phase = core::Phase::kFailed;
+    event.bundle_name = dir.filename().string();
+    const core::BundleFiles files = core::Runtime::ReadBundleFiles(dir);
+    if (files.manifest.ok()) {
+      event.bundle_name = files.manifest->name;
+      event.bundle_version = files.manifest->version;
     }
+    event.bundle_id = core::BundleId(event.bundle_name);
+    event.reason = core::ReasonOf(status);
+    if (event.reason == core::ErrorReason::kUnspecified)
+      event.reason = core::ErrorReason::kInternal;
+    event.message = std::move(message);
+    return event;
   }
 
   core::Runtime& runtime_;
+  OperationWorker& operations_;
   const BundleWatcherOptions options_;
   int inotify_fd_ = -1;
   int stop_fd_ = -1;
@@ -276,8 +321,9 @@ class BundleWatcher::Loop {
 };
 
 absl::StatusOr<std::unique_ptr<BundleWatcher>> BundleWatcher::Start(core::Runtime& runtime,
+                                                                    OperationWorker& operations,
                                                                     BundleWatcherOptions options) {
-  auto loop = std::make_unique<Loop>(runtime, std::move(options));
+  auto loop = std::make_unique<Loop>(runtime, operations, std::move(options));
   if (absl::Status s = loop->Open(); !s.ok()) return s;
   return std::unique_ptr<BundleWatcher>(new BundleWatcher(std::move(loop)));
 }

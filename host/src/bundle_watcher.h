@@ -10,8 +10,11 @@
 // change is picked up again. A new bundle directory is loaded (with any other bundle of the
 // roots not loaded yet, providers first); a removed one is unloaded with its dependents.
 //
-// Mutations run on the watcher's own thread; the runtime serializes them with those of
-// the RPCs. What the watcher does and why is reported through `log`, one line at a time.
+// The watcher decides on its own thread; the loads, reloads and unloads it decides on run
+// where the host runs those of the RPCs (an OperationWorker: the host's worker thread, or
+// the application's RunPendingOperations), in order with them. A new directory that does
+// not load is a FAILED event with its reason, so that a subscriber learns of it. What the
+// watcher does and why is reported through `log`, one line at a time.
 #ifndef POLYPLUG_HOST_SRC_BUNDLE_WATCHER_H_
 #define POLYPLUG_HOST_SRC_BUNDLE_WATCHER_H_
 
@@ -23,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "host/src/operation_worker.h"
 #include "polyplug/core/runtime.h"
 
 namespace polyplug::host {
@@ -36,11 +40,12 @@ struct BundleWatcherOptions {
 
 class BundleWatcher {
  public:
-  // Starts watching. `runtime` must outlive the watcher. Fails when inotify is unavailable
-  // or a root cannot be watched.
+  // Starts watching. `runtime` and `operations` must outlive the watcher. Fails when
+  // inotify is unavailable or a root cannot be watched.
   static absl::StatusOr<std::unique_ptr<BundleWatcher>> Start(core::Runtime& runtime,
+                                                              OperationWorker& operations,
                                                               BundleWatcherOptions options);
-  // Stops: a mutation in progress finishes first. Idempotent.
+  // Stops deciding; what it posted already still runs. Idempotent.
   void Stop();
   ~BundleWatcher();  // calls Stop()
 

@@ -75,7 +75,33 @@ absl::StatusOr<std::vector<fs::path>> CheckOptions(const HostServerOptions& opti
     return MakeError(ErrorReason::kInvalidArgument,
                      "--watch needs a bundle root to watch (--bundles DIR)");
   }
+  if (options.call_threads == 0) {
+    return MakeError(ErrorReason::kInvalidArgument, "call_threads must be at least 1");
+  }
   return roots;
+}
+
+// An application's runtime has its settings already: the options must not pretend to set
+// them (the first one set is named).
+absl::Status CheckNoRuntimeSettings(const HostServerOptions& options) {
+  const HostServerOptions defaults;
+  const char* set = nullptr;
+  if (options.state_dir != defaults.state_dir) set = "state_dir";
+  if (options.hot_reload != defaults.hot_reload) set = "hot_reload";
+  if (options.hash_artifacts != defaults.hash_artifacts) set = "hash_artifacts";
+  if (options.journal_size != defaults.journal_size) set = "journal_size";
+  if (set != nullptr) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("HostServerOptions::", set,
+                                  " configures a runtime the host creates; this host serves the "
+                                  "application's runtime, so set it in its RuntimeOptions"));
+  }
+  if (!options.supervisor_state.empty() || options.supervisor_fd >= 0) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     "--supervise restarts the process a bundle crashed, so it needs a host that "
+                     "owns its runtime (HostServer::Start without a runtime)");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -84,8 +110,9 @@ class HostServer::Impl {
  public:
   // Declared in the order they are made; destroyed in reverse, which Shutdown() relies on.
   std::unique_ptr<Listeners> listeners;
-  std::unique_ptr<CrashRecovery> recovery;  // under --supervise; outlives the runtime
-  std::unique_ptr<core::Runtime> runtime;
+  std::unique_ptr<CrashRecovery> recovery;       // under --supervise; outlives the runtime
+  std::unique_ptr<core::Runtime> owned_runtime;  // null when serving the application's
+  core::Runtime* runtime = nullptr;
   // After the runtime: its instances go before the runtime does.
   std::unique_ptr<RemoteInstances> instances;
   std::unique_ptr<OperationWorker> worker;
@@ -106,7 +133,8 @@ class HostServer::Impl {
     shut_down = true;
     if (watcher) watcher->Stop();
     keep_warm.reset();
-    // Order: stop new work, let the running operation finish, end streams, stop gRPC.
+    // Order: stop new work, let the running operation finish (and fail those still waiting
+    // for the application), end streams, stop gRPC.
     worker->Shutdown();
     calls->Shutdown();
     hub->Shutdown();
@@ -123,6 +151,31 @@ class HostServer::Impl {
   }
 };
 
+// The runtime of a host that owns one, with crash recovery's admission under --supervise.
+absl::Status HostServer::CreateRuntime(const HostServerOptions& options, Impl& impl) {
+  core::RuntimeOptions runtime_options;
+  runtime_options.hot_reload_enabled = options.hot_reload;
+  runtime_options.journal_capacity = options.journal_size;
+  runtime_options.state_dir = options.state_dir;
+  runtime_options.hash_artifacts = options.hash_artifacts;
+  if (!options.supervisor_state.empty()) {
+    auto recovery = CrashRecovery::Start(options.supervisor_state, options.supervisor_restart,
+                                         options.supervisor_fd);
+    if (!recovery.ok()) return recovery.status();
+    impl.recovery = *std::move(recovery);
+    runtime_options.state_dir = impl.recovery->state().artifacts();
+    runtime_options.admit_artifact = [recovery = impl.recovery.get()](
+                                         const core::Manifest& manifest, absl::string_view sha) {
+      return recovery->Admit(manifest, sha);
+    };
+  }
+  auto runtime = core::Runtime::Create(runtime_options);
+  if (!runtime.ok()) return runtime.status();
+  impl.owned_runtime = *std::move(runtime);
+  impl.runtime = impl.owned_runtime.get();
+  return absl::OkStatus();
+}
+
 HostServer::HostServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HostServer::~HostServer() { Shutdown(); }
@@ -135,7 +188,28 @@ const std::vector<std::string>& HostServer::listen_addresses() const {
   return impl_->listeners->addresses();
 }
 
+core::Runtime& HostServer::runtime() const { return *impl_->runtime; }
+
+size_t HostServer::RunPendingOperations() { return impl_->worker->RunQueued(); }
+
+size_t HostServer::pending_operations() const { return impl_->worker->queued(); }
+
+bool HostServer::WaitForPendingOperations(absl::Duration timeout) const {
+  return impl_->worker->WaitQueued(timeout);
+}
+
 absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions options) {
+  return Serve(nullptr, std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(core::Runtime& runtime,
+                                                              HostServerOptions options) {
+  if (absl::Status s = CheckNoRuntimeSettings(options); !s.ok()) return s;
+  return Serve(&runtime, std::move(options));
+}
+
+absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* application_runtime,
+                                                              HostServerOptions options) {
   // 1. Every option, before anything is created or loaded.
   absl::StatusOr<std::vector<fs::path>> roots = CheckOptions(options);
   if (!roots.ok()) return roots.status();
@@ -145,34 +219,19 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
       !options.auth_token.empty(), options.insecure_remote});
   if (!listeners.ok()) return listeners.status();
   impl->listeners = *std::move(listeners);
-
-  // 2. The runtime, with crash recovery's admission under --supervise.
-  core::RuntimeOptions runtime_options;
-  runtime_options.hot_reload_enabled = options.hot_reload;
-  runtime_options.journal_capacity = options.journal_size;
-  runtime_options.state_dir = options.state_dir;
-  runtime_options.hash_artifacts = options.hash_artifacts;
-  if (!options.supervisor_state.empty()) {
-    auto recovery = CrashRecovery::Start(options.supervisor_state, options.supervisor_restart,
-                                         options.supervisor_fd);
-    if (!recovery.ok()) return recovery.status();
-    impl->recovery = *std::move(recovery);
-    runtime_options.state_dir = impl->recovery->state().artifacts();
-    runtime_options.admit_artifact = [recovery = impl->recovery.get()](
-                                         const core::Manifest& manifest, absl::string_view sha) {
-      return recovery->Admit(manifest, sha);
-    };
+  if (application_runtime != nullptr) {
+    impl->runtime = application_runtime;
+  } else if (absl::Status s = CreateRuntime(options, *impl); !s.ok()) {
+    return s;
   }
-  auto runtime = core::Runtime::Create(runtime_options);
-  if (!runtime.ok()) return runtime.status();
-  impl->runtime = *std::move(runtime);
   core::Runtime& rt = *impl->runtime;
 
   // 3. The services, and the one pipeline through which they see every phase.
   impl->instances = std::make_unique<RemoteInstances>(
       rt, RemoteInstancesOptions{.drain_timeout = options.drain_timeout,
                                  .sessionless_idle_timeout = options.instance_idle_timeout});
-  impl->worker = std::make_unique<OperationWorker>();
+  const bool pumped = options.operations == OperationThread::kApplication;
+  impl->worker = std::make_unique<OperationWorker>(pumped ? 0 : 1);
   impl->calls = std::make_unique<OperationWorker>(options.call_threads);
   impl->hub = std::make_unique<PhaseHub>(
       rt, PhaseHubOptions{options.max_subscribers, 1024, impl->recovery.get()});
@@ -182,6 +241,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
   PluginHostServiceOptions service_options;
   service_options.bundle_roots = *roots;
   service_options.recovery = impl->recovery.get();
+  service_options.operations_wait_for_application = pumped;
   impl->service =
       std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, *impl->instances,
                                           *impl->calls, *impl->authorizer, service_options);
@@ -234,7 +294,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Start(HostServerOptions 
     watch.log = [](const std::string& line) {
       std::fprintf(stderr, "polyplug-host: watch: %s\n", line.c_str());
     };
-    auto watcher = BundleWatcher::Start(rt, std::move(watch));
+    auto watcher = BundleWatcher::Start(rt, *impl->worker, std::move(watch));
     if (!watcher.ok()) return watcher.status();
     impl->watcher = *std::move(watcher);
   }

@@ -17,8 +17,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "host/src/supervisor.h"
 #include "polyplug/host/host_server.h"
+#include "polyplug/host/supervisor.h"
 
 ABSL_FLAG(std::vector<std::string>, listen, {},
           "Address to serve on, unix:PATH or HOST:PORT; repeatable or comma-separated. Default: "

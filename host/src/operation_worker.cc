@@ -1,13 +1,12 @@
 #include "host/src/operation_worker.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace polyplug::host {
 
-OperationWorker::OperationWorker(size_t threads) {
-  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i) {
-    threads_.emplace_back([this] { Loop(); });
-  }
+OperationWorker::OperationWorker(size_t threads) : pumped_(threads == 0) {
+  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
 OperationWorker::~OperationWorker() { Shutdown(); }
@@ -17,11 +16,32 @@ void OperationWorker::Post(std::function<void()> run, std::function<void()> canc
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
       tasks_.push_back({std::move(run), std::move(cancel)});
-      cv_.notify_one();
+      queued_.store(tasks_.size(), std::memory_order_release);
+      cv_.notify_all();  // a worker thread, and WaitQueued()
       return;
     }
   }
   cancel();
+}
+
+size_t OperationWorker::RunQueued() {
+  if (!pumped_ || queued_.load(std::memory_order_acquire) == 0) return 0;
+  std::lock_guard<std::mutex> pump(pump_mu_);
+  std::deque<Task> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch.swap(tasks_);
+    queued_.store(0, std::memory_order_release);
+  }
+  for (Task& task : batch) task.run();
+  return batch.size();
+}
+
+bool OperationWorker::WaitQueued(absl::Duration timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] {
+    return stopping_ || !tasks_.empty();
+  }) && !tasks_.empty();
 }
 
 void OperationWorker::Shutdown() {
@@ -31,11 +51,14 @@ void OperationWorker::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
     dropped.swap(tasks_);
+    queued_.store(0, std::memory_order_release);
     threads.swap(threads_);
     cv_.notify_all();
   }
   for (Task& t : dropped) t.cancel();
   for (std::thread& t : threads) t.join();
+  // A RunQueued() in progress on another thread finishes its batch before this returns.
+  if (pumped_) std::lock_guard<std::mutex> pump(pump_mu_);
 }
 
 void OperationWorker::Loop() {
@@ -45,6 +68,7 @@ void OperationWorker::Loop() {
     if (tasks_.empty()) return;  // stopping
     Task task = std::move(tasks_.front());
     tasks_.pop_front();
+    queued_.store(tasks_.size(), std::memory_order_release);
     lock.unlock();
     task.run();
     lock.lock();

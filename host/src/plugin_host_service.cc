@@ -107,7 +107,37 @@ namespace {
 grpc::Status ShuttingDown() {
   return grpc::Status(grpc::StatusCode::UNAVAILABLE, "polyplug-host is shutting down");
 }
+
+bool Expired(grpc::CallbackServerContext* context) {
+  return context->deadline() < std::chrono::system_clock::now();
+}
 }  // namespace
+
+void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
+                                      grpc::ServerUnaryReactor* reactor, absl::string_view what,
+                                      std::function<void()> run) {
+  worker_.Post(
+      [context, reactor, what = std::string(what), run = std::move(run)] {
+        // An operation whose caller gave up while it waited (for the worker, or for the
+        // application's RunPendingOperations) does not run: nobody would learn its outcome.
+        if (Expired(context) || context->IsCancelled()) {
+          reactor->Finish(grpc::Status(
+              grpc::StatusCode::DEADLINE_EXCEEDED,
+              absl::StrCat("the caller gave up before the ", what, " started; it did not run")));
+          return;
+        }
+        run();
+      },
+      [this, context, reactor, what = std::string(what)] {
+        const std::string message =
+            options_.operations_wait_for_application
+                ? absl::StrCat("the application stopped the host before its loop ran this ", what,
+                               " (it waited for RunPendingOperations); it did not run")
+                : absl::StrCat("polyplug-host shut down before it ran this ", what,
+                               "; it did not run");
+        reactor->Finish(ToGrpcStatus(MakeError(ErrorReason::kShuttingDown, message), context));
+      });
+}
 
 grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext* context,
                                                     const v1::ReloadRequest* request,
@@ -133,29 +163,24 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
           MakeError(ErrorReason::kInvalidArgument, "set 'name' or 'path' of the bundle to reload"));
       return reactor;
   }
-  worker_.Post(
-      [this, context, reactor, response, name, path] {
-        auto outcome =
-            name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
-        if (!outcome.ok()) {
-          reactor->Finish(ToGrpcStatus(outcome.status(), context));
-          return;
-        }
-        response->set_outcome(outcome->ok() ? v1::RELOAD_OUTCOME_RELOADED
-                                            : v1::RELOAD_OUTCOME_FAILED);
-        if (!outcome->ok()) {
-          response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
-          response->set_message(std::string(outcome->status.message()));
-        }
-        response->set_reload_id(outcome->reload_id);
-        for (const core::PhaseEvent& e : outcome->events) ToProto(e, response->add_events());
-        if (!outcome->events.empty())
-          response->set_bundle_name(outcome->events.front().bundle_name);
-        response->set_registry_revision(outcome->registry_revision);
-        response->set_host_epoch(runtime_.host_epoch());
-        reactor->Finish(grpc::Status::OK);
-      },
-      [reactor] { reactor->Finish(ShuttingDown()); });
+  PostOperation(context, reactor, "reload", [this, context, reactor, response, name, path] {
+    auto outcome = name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
+    if (!outcome.ok()) {
+      reactor->Finish(ToGrpcStatus(outcome.status(), context));
+      return;
+    }
+    response->set_outcome(outcome->ok() ? v1::RELOAD_OUTCOME_RELOADED : v1::RELOAD_OUTCOME_FAILED);
+    if (!outcome->ok()) {
+      response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
+      response->set_message(std::string(outcome->status.message()));
+    }
+    response->set_reload_id(outcome->reload_id);
+    for (const core::PhaseEvent& e : outcome->events) ToProto(e, response->add_events());
+    if (!outcome->events.empty()) response->set_bundle_name(outcome->events.front().bundle_name);
+    response->set_registry_revision(outcome->registry_revision);
+    response->set_host_epoch(runtime_.host_epoch());
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 
@@ -166,23 +191,21 @@ grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerCont
   if (Unauthorized(context, reactor)) return reactor;
   auto confined = ConfinePath(request->path());
   if (Reject(context, reactor, confined.status())) return reactor;
-  worker_.Post(
-      [this, context, reactor, response, path = *confined] {
-        const uint64_t before = runtime_.journal().last_seq();
-        auto info = runtime_.LoadBundle(path);
-        if (!info.ok()) {
-          reactor->Finish(ToGrpcStatus(info.status(), context));
-          return;
-        }
-        ToProto(*info, runtime_, response->mutable_bundle());
-        for (const core::PhaseEvent& e : EventsAfter(before)) {
-          if (e.bundle_id == info->id && e.phase == core::Phase::kLoaded)
-            ToProto(e, response->mutable_event());
-        }
-        response->set_registry_revision(runtime_.registry().revision());
-        reactor->Finish(grpc::Status::OK);
-      },
-      [reactor] { reactor->Finish(ShuttingDown()); });
+  PostOperation(context, reactor, "load", [this, context, reactor, response, path = *confined] {
+    const uint64_t before = runtime_.journal().last_seq();
+    auto info = runtime_.LoadBundle(path);
+    if (!info.ok()) {
+      reactor->Finish(ToGrpcStatus(info.status(), context));
+      return;
+    }
+    ToProto(*info, runtime_, response->mutable_bundle());
+    for (const core::PhaseEvent& e : EventsAfter(before)) {
+      if (e.bundle_id == info->id && e.phase == core::Phase::kLoaded)
+        ToProto(e, response->mutable_event());
+    }
+    response->set_registry_revision(runtime_.registry().revision());
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 
@@ -192,7 +215,8 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
   if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
-  worker_.Post(
+  PostOperation(
+      context, reactor, "unload",
       [this, context, reactor, response, name = request->name(), cascade = request->cascade()] {
         const uint64_t before = runtime_.journal().last_seq();
         auto unloaded = runtime_.UnloadBundle(
@@ -207,8 +231,7 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
         }
         response->set_registry_revision(runtime_.registry().revision());
         reactor->Finish(grpc::Status::OK);
-      },
-      [reactor] { reactor->Finish(ShuttingDown()); });
+      });
   return reactor;
 }
 
@@ -389,10 +412,6 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPh
 namespace {
 
 // DEADLINE_EXCEEDED when the call's deadline passed while it waited for a pool thread.
-bool Expired(grpc::CallbackServerContext* context) {
-  return context->deadline() < std::chrono::system_clock::now();
-}
-
 grpc::Status ExpiredBeforeStart() {
   return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
                       "the deadline passed before a call thread was free (see --call-threads)");

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -29,6 +30,9 @@ struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
   absl::Time started = absl::Now();
   const CrashRecovery* recovery = nullptr;  // under --supervise: restarts and quarantine
+  // Mutations wait for an application's RunPendingOperations() (what an error says when
+  // the host stops before running one).
+  bool operations_wait_for_application = false;
 };
 
 // PluginHost's callback service with SubscribeReloadPhases raw (ByteBuffer), so that the
@@ -103,6 +107,10 @@ class PluginHostService final : public PluginHostCallbackService {
                                  v1::EchoResponse* response) override;
 
  private:
+  // Runs `run` (a load, reload or unload) on the worker; says so when it never runs
+  // (`what`: "reload", ...).
+  void PostOperation(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                     absl::string_view what, std::function<void()> run);
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
   bool Unauthorized(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor);
   // Finishes `reactor` with `status` if it is not OK; returns whether it did.

@@ -103,6 +103,8 @@ v1::FailureReason ToProtoReason(core::ErrorReason reason) {
       return v1::FAILURE_REASON_SUBSCRIBER_FELL_BEHIND;
     case core::ErrorReason::kCrashed:
       return v1::FAILURE_REASON_CRASHED;
+    case core::ErrorReason::kShuttingDown:
+      return v1::FAILURE_REASON_SHUTTING_DOWN;
   }
   return v1::FAILURE_REASON_INTERNAL;
 }

@@ -1,4 +1,4 @@
-#include "host/src/supervisor.h"
+#include "polyplug/host/supervisor.h"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -20,6 +20,13 @@
 //               latency, host CPU.
 //   throughput  FindContract and Invoke calls per second from 8 concurrent clients, next to
 //               Echo likewise.
+//   embedded    A game loop in this process embedding the host (OperationThread::
+//               kApplication), each frame calling a bundle through a core handle. The time
+//               of a frame that runs a reload requested over gRPC at its boundary (worst
+//               and p99 over 100), against frames that run the same reload by calling the
+//               runtime directly at the boundary (the in-process floor), interleaved; and
+//               the p99 frame time while 8 clients hammer FindContract and Invoke, against
+//               the same frames with no client (before and after).
 // --quick shortens every section (the whole run takes well under a minute) and is a smoke
 // test: it shows the benchmark works, never how fast anything is. --json prints one object
 // per figure.
@@ -63,6 +70,9 @@
 #include "polyplug/abi.h"
 #include "polyplug/client/host_client.h"
 #include "polyplug/client/subscription.h"
+#include "polyplug/core/ids.h"
+#include "polyplug/core/runtime.h"
+#include "polyplug/host/host_server.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/child_process.h"
 #include "wire/wire.h"
@@ -806,6 +816,149 @@ void RunSporadic(const Options& options, Report& report) {
   }
 }
 
+// ---- embedded ----------------------------------------------------------------------------
+
+// A game's process: its runtime, the control plane embedded in it, and a frame that calls
+// the counter bundle through a handle `calls` times.
+class EmbeddedGame {
+ public:
+  explicit EmbeddedGame(int calls) : calls_(calls) {
+    const fs::path bundles = dir_.path() / "bundles";
+    fs::create_directories(bundles);
+    fs::copy(BenchHost::CounterBundle(), bundles / "counter", fs::copy_options::recursive);
+    polyplug::core::RuntimeOptions runtime_options;
+    runtime_options.state_dir = dir_.path() / "state";
+    runtime_ = Check(polyplug::core::Runtime::Create(runtime_options), "Runtime::Create");
+    polyplug::host::HostServerOptions host_options;
+    address_ = "unix:" + (dir_.path() / "game.sock").string();
+    host_options.listen = {address_};
+    host_options.bundle_roots = {bundles};
+    host_options.operations = polyplug::host::OperationThread::kApplication;
+    host_ = Check(polyplug::host::HostServer::Start(*runtime_, host_options), "HostServer::Start");
+  }
+  ~EmbeddedGame() {
+    host_->Shutdown();
+    host_.reset();
+    runtime_.reset();
+  }
+
+  const std::string& address() const { return address_; }
+  polyplug::host::HostServer& host() { return *host_; }
+  polyplug::core::Runtime& runtime() { return *runtime_; }
+
+  // The frame's work: one lookup, then `calls` calls of function 0 under one pin.
+  void Work() {
+    polyplug::core::ReadPin pin = runtime_->Pin();
+    auto handle = runtime_->Find(kCounter, 1);
+    if (!handle.ok()) Die("the counter bundle is not loaded");
+    auto iface = Check(runtime_->Resolve(*handle), "Resolve");
+    PolyplugGuestContractInstance instance{nullptr, iface->contract_id};
+    for (int i = 0; i < calls_; ++i) {
+      int32_t out = 0;
+      PolyplugAbiError err{POLYPLUG_ABI_OK, {nullptr, 0}};
+      iface->functions[0](instance, nullptr, &out, &err);
+      sink_ += out;
+    }
+  }
+
+  // One frame: the work, then the boundary `boundary` (in us).
+  template <typename Boundary>
+  double Frame(Boundary boundary) {
+    const auto start = Clock::now();
+    Work();
+    boundary();
+    return ElapsedUs(start);
+  }
+
+ private:
+  const uint64_t kCounter = polyplug::core::GuestContractId("test.counter", 1);
+  ScratchDir dir_;
+  const int calls_;
+  std::string address_;
+  std::unique_ptr<polyplug::core::Runtime> runtime_;
+  std::unique_ptr<polyplug::host::HostServer> host_;
+  int64_t sink_ = 0;
+};
+
+void RunEmbedded(const Options& options, Report& report) {
+  EmbeddedGame game(/*calls=*/2000);
+  auto client = ConnectWhenUp(game.address());
+
+  // The hitch: a reload over gRPC run at the boundary, against the same reload called at
+  // the boundary directly, one after the other.
+  const int reloads = options.quick ? 10 : 100;
+  std::vector<double> through_host, in_process;
+  for (int i = 0; i < reloads + 2; ++i) {  // the first two warm up
+    std::thread requester([&client] { Check(client->Reload("counter"), "Reload"); });
+    if (!game.host().WaitForPendingOperations(absl::Seconds(30))) Die("no reload arrived");
+    size_t ran = 0;
+    const double hosted = game.Frame([&] { ran = game.host().RunPendingOperations(); });
+    requester.join();
+    if (ran != 1) Die("the frame did not run the reload");
+    const double direct = game.Frame(
+        [&] { Check(game.runtime().ReloadBundleByName("counter"), "ReloadBundleByName"); });
+    if (i < 2) continue;
+    through_host.push_back(hosted);
+    in_process.push_back(direct);
+  }
+  const Percentiles hosted = Summarise(through_host), direct = Summarise(in_process);
+  report.Add({"embedded", "frame with a reload, worst", hosted.max / 1e3, "ms", direct.max / 1e3,
+              1.2,
+              absl::StrFormat("%d reloads over gRPC run at the boundary; floor: the same "
+                              "reload called at the boundary",
+                              reloads)});
+  report.Add(
+      {"embedded", "frame with a reload, p99", hosted.p99 / 1e3, "ms", direct.p99 / 1e3, 1.2,
+       absl::StrFormat("p50 %.2f ms, floor p50 %.2f ms", hosted.p50 / 1e3, direct.p50 / 1e3)});
+
+  // Frames while 8 clients hammer the control plane, paced at 1 kHz (a game sleeps between
+  // frames too, and a frame that never yields would measure the scheduler instead).
+  const int frames = options.quick ? 200 : 3000;
+  auto run_frames = [&] {
+    std::vector<double> times;
+    auto next = Clock::now();
+    for (int i = 0; i < frames; ++i) {
+      next += std::chrono::milliseconds(1);
+      std::this_thread::sleep_until(next);
+      times.push_back(game.Frame([&] { game.host().RunPendingOperations(); }));
+    }
+    return Summarise(std::move(times));
+  };
+  const Percentiles quiet_before = run_frames();
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> clients;
+  std::atomic<uint64_t> calls{0};
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = Connect(game.address());
+      const v1::InstanceRef instance = Check(c->CreateInstance("test.counter@1"), "CreateInstance");
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (i % 2 == 0) {
+          Check(c->FindContract("test.counter@1"), "FindContract");
+        } else {
+          Check(c->Invoke(instance, "echo", "ping"), "Invoke");
+        }
+        calls.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  while (calls.load() < 100) std::this_thread::yield();  // the clients are at it
+  const auto loaded_start = Clock::now();
+  const uint64_t calls_before = calls.load();
+  const Percentiles loaded = run_frames();
+  const double call_rate =
+      static_cast<double>(calls.load() - calls_before) / (ElapsedUs(loaded_start) / 1e6);
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  const Percentiles quiet_after = run_frames();
+  const double quiet_p99 = (quiet_before.p99 + quiet_after.p99) / 2;
+  report.Add(
+      {"embedded", "frame p99, 8 clients calling", loaded.p99, "us", quiet_p99, 1.05,
+       absl::StrFormat("%d frames of 2,000 handle calls at 1 kHz; %.0f calls/s served "
+                       "meanwhile; p50 %.1f us against %.1f us with no client",
+                       frames, call_rate, loaded.p50, (quiet_before.p50 + quiet_after.p50) / 2)});
+}
+
 // ---- throughput ---------------------------------------------------------------------------
 
 // Calls per second of `call` from 8 threads, each with a connection of its own.
@@ -870,8 +1023,8 @@ int main(int argc, char** argv) {
   // a lock-order graph update on every lock gRPC takes (about 6% of a busy host's CPU).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   Options options;
-  const std::set<std::string> known = {"rpc",      "reload",    "fanout",
-                                       "sporadic", "sustained", "throughput"};
+  const std::set<std::string> known = {"rpc",       "reload",     "fanout",  "sporadic",
+                                       "sustained", "throughput", "embedded"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--json") {
@@ -897,6 +1050,7 @@ int main(int argc, char** argv) {
   if (options.Wants("fanout")) RunFanout(options, report);
   if (options.Wants("sustained")) RunSustained(options, report);
   if (options.Wants("throughput")) RunThroughput(options, report);
+  if (options.Wants("embedded")) RunEmbedded(options, report);
   if (options.Wants("sporadic")) RunSporadic(options, report);
   report.Summary();
   return 0;

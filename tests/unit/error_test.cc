@@ -13,7 +13,7 @@
 namespace polyplug::core {
 namespace {
 
-constexpr int kLastReason = static_cast<int>(ErrorReason::kCrashed);
+constexpr int kLastReason = static_cast<int>(ErrorReason::kShuttingDown);
 
 bool IsUpperSnake(absl::string_view token) {
   if (token.empty() || token.front() == '_' || token.back() == '_') return false;
@@ -73,6 +73,7 @@ TEST(ReasonTokenTest, TokensAreTheStableWireNames) {
   EXPECT_EQ(ReasonToken(ErrorReason::kLeaseExpired), "LEASE_EXPIRED");
   EXPECT_EQ(ReasonToken(ErrorReason::kSubscriberFellBehind), "SUBSCRIBER_FELL_BEHIND");
   EXPECT_EQ(ReasonToken(ErrorReason::kCrashed), "CRASHED");
+  EXPECT_EQ(ReasonToken(ErrorReason::kShuttingDown), "SHUTTING_DOWN");
 }
 
 TEST(ReasonTest, EnumValuesAreStable) {
@@ -85,6 +86,7 @@ TEST(ReasonTest, EnumValuesAreStable) {
   EXPECT_EQ(static_cast<int>(ErrorReason::kLeaseExpired), 33);
   EXPECT_EQ(static_cast<int>(ErrorReason::kSubscriberFellBehind), 34);
   EXPECT_EQ(static_cast<int>(ErrorReason::kCrashed), 35);
+  EXPECT_EQ(static_cast<int>(ErrorReason::kShuttingDown), 36);
 }
 
 TEST(MakeErrorTest, MapsReasonsToCanonicalCodes) {

@@ -50,7 +50,8 @@ enum class ErrorReason : int {
   kCallFailed = 32,                   // the bundle's create_instance or method returned an error
   kLeaseExpired = 33,  // the instance's session ended or it sat idle too long; or no such session
   kSubscriberFellBehind = 34,  // a phase stream was ended because its reader kept too far behind
-  kCrashed = 35,  // this artifact crashed the host process (--supervise): it is quarantined
+  kCrashed = 35,       // this artifact crashed the host process (--supervise): it is quarantined
+  kShuttingDown = 36,  // the host stopped before it ran the operation (or while serving it)
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.

@@ -1,4 +1,13 @@
-// HostServer: one polyplug-host process: runtime, services, listeners, shutdown.
+// HostServer: the polyplug-host control plane (polyplug.host.v1.PluginHost, health,
+// reflection) served over a runtime, in polyplug-host or embedded in an application.
+//
+// An application that embeds it (a game's runtime process, say) keeps calling its bundles
+// in process through the core's handles, at nanosecond cost, while an editor, CI or grpcurl
+// reloads them over gRPC. With OperationThread::kApplication, every load, reload and unload
+// requested over gRPC or by --watch waits until the application calls
+// RunPendingOperations() at a point it chooses (its frame boundary), and runs there, on its
+// thread: a frame that calls through handles never sees a bundle swapped under it and never
+// waits on gRPC work. docs/EMBEDDING.md walks through it.
 #ifndef POLYPLUG_HOST_HOST_SERVER_H_
 #define POLYPLUG_HOST_HOST_SERVER_H_
 
@@ -10,7 +19,20 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
+namespace polyplug::core {
+class Runtime;
+}  // namespace polyplug::core
+
 namespace polyplug::host {
+
+// Where the loads, reloads and unloads requested over gRPC or by --watch run.
+enum class OperationThread {
+  // On the host's own worker thread, one at a time, as soon as they arrive.
+  kHostWorker,
+  // Queued, in arrival order, until the application calls
+  // HostServer::RunPendingOperations(), which runs them on the application's thread.
+  kApplication,
+};
 
 struct HostServerOptions {
   // "unix:PATH" or "HOST:PORT". Empty: the default address (wire::DefaultHostAddress(),
@@ -19,6 +41,9 @@ struct HostServerOptions {
   // Bundle roots: everything one level below is loaded at start; load and reload paths
   // must resolve inside them.
   std::vector<std::filesystem::path> bundle_roots;
+  OperationThread operations = OperationThread::kHostWorker;
+  // The runtime's own settings, for the runtime Start() creates. An application that brings
+  // its runtime sets them in its RuntimeOptions instead, and leaves these at their defaults.
   std::filesystem::path state_dir;  // empty: a private temp dir
   bool hot_reload = true;
   bool hash_artifacts = false;  // SHA-256 of every artifact loaded (implied by supervision)
@@ -44,20 +69,50 @@ struct HostServerOptions {
   uint32_t supervisor_restart = 0;
 };
 
+// One control plane over one runtime. Thread-safe unless a method says otherwise.
 class HostServer {
  public:
-  // Validates options, creates the runtime, loads the bundle roots, starts listening.
+  // Validates the options, creates a runtime of its own, loads the bundle roots into it
+  // (on the calling thread), starts listening. An error says which option is wrong.
   static absl::StatusOr<std::unique_ptr<HostServer>> Start(HostServerOptions options);
+  // The same over the application's `runtime`, which must outlive the server. Bundles it
+  // already loaded stay and are served; the bundle roots are loaded into it as well (those
+  // already loaded are skipped). The runtime settings of `options` (state_dir, hot_reload,
+  // hash_artifacts, journal_size) and --supervise's must be left at their defaults.
+  static absl::StatusOr<std::unique_ptr<HostServer>> Start(core::Runtime& runtime,
+                                                           HostServerOptions options);
   ~HostServer();  // Shutdown()
 
-  // Stops accepting, lets an in-flight reload finish, ends streams with UNAVAILABLE.
+  // Stops accepting, lets the operation in progress finish, fails the queued ones with
+  // UNAVAILABLE (reason SHUTTING_DOWN), ends streams with UNAVAILABLE. Idempotent. Not
+  // from a phase listener or from inside RunPendingOperations().
   void Shutdown();
 
+  // kApplication: runs the operations queued when it is called, in arrival order, on the
+  // calling thread, and returns how many it took from the queue. The runtime's phase
+  // listeners (the application's PREPARING listener that drops its instances, too) run on
+  // this thread meanwhile. An operation whose caller gave up first (its deadline passed,
+  // it was cancelled) is answered so and does not run. With none queued it costs one
+  // atomic load.
+  // Call it from one thread at a time, never from a phase listener. kHostWorker: returns 0.
+  size_t RunPendingOperations();
+  // How many operations wait for RunPendingOperations() (kApplication; 0 otherwise).
+  size_t pending_operations() const;
+  // Blocks until an operation waits for RunPendingOperations() or `timeout` passes; true
+  // when one does. For an application with no frame loop to pump from (and for tests).
+  bool WaitForPendingOperations(absl::Duration timeout) const;
+
+  // The runtime served: the application's, or the one Start() created.
+  core::Runtime& runtime() const;
   const std::vector<std::string>& listen_addresses() const;
 
  private:
   class Impl;
   explicit HostServer(std::unique_ptr<Impl> impl);
+  // Both Start()s: `application_runtime` null when the host creates its own.
+  static absl::StatusOr<std::unique_ptr<HostServer>> Serve(core::Runtime* application_runtime,
+                                                           HostServerOptions options);
+  static absl::Status CreateRuntime(const HostServerOptions& options, Impl& impl);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -10,8 +10,8 @@
 //
 // The supervisor itself loads no bundle and starts no gRPC; SIGINT and SIGTERM are passed
 // on to the server (a second one kills it), and the supervisor exits with its exit code.
-#ifndef POLYPLUG_HOST_SRC_SUPERVISOR_H_
-#define POLYPLUG_HOST_SRC_SUPERVISOR_H_
+#ifndef POLYPLUG_HOST_SUPERVISOR_H_
+#define POLYPLUG_HOST_SUPERVISOR_H_
 
 #include <filesystem>
 #include <string>
@@ -43,4 +43,4 @@ int RunSupervisor(const SupervisorOptions& options);
 
 }  // namespace polyplug::host
 
-#endif  // POLYPLUG_HOST_SRC_SUPERVISOR_H_
+#endif  // POLYPLUG_HOST_SUPERVISOR_H_
