@@ -62,6 +62,7 @@ std::shared_ptr<ContractTracking> ContractTracking::Start(
   };
   handlers.on_stopped = [self](const absl::Status&) { self->MarkFirstAttemptDone(); };
   SubscribeOptions options;
+  options.synthesize_transitions = false;  // a resync refreshes everyone anyway
   tracking->subscription_ = std::unique_ptr<Subscription>(
       new Subscription(std::move(connection), std::move(handlers), std::move(options)));
   // Trackers look their contract up after the subscription's snapshot, so that every

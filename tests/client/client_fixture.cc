@@ -117,7 +117,8 @@ bool SubscriptionLog::WaitForEvents(size_t n) {
 }
 
 std::string Describe(const client::PhaseEvent& event) {
-  return absl::StrCat(client::PhaseName(event.phase), " ", event.bundle_name);
+  return absl::StrCat(client::PhaseName(event.phase), " ", event.bundle_name,
+                      event.synthetic ? " (synthetic)" : "");
 }
 
 std::vector<std::string> Describe(const std::vector<client::PhaseEvent>& events) {
@@ -217,7 +218,8 @@ void TcpProxy::Loop() {
       const ssize_t n = read(from, buffer, sizeof buffer);
       bool broken = n <= 0;
       for (ssize_t done = 0; !broken && done < n;) {
-        const ssize_t w = write(to, buffer + done, static_cast<size_t>(n - done));
+        // MSG_NOSIGNAL: a peer that closed is a broken relay, not a SIGPIPE for the test.
+        const ssize_t w = send(to, buffer + done, static_cast<size_t>(n - done), MSG_NOSIGNAL);
         if (w <= 0) broken = true;
         done += w > 0 ? w : 0;
       }

@@ -29,7 +29,8 @@
 namespace polyplug::test {
 
 // Everything one subscription delivered, in order, as compact lines:
-// "PREPARING greeter", "RESYNCED INITIAL greeter,shouter", "HOST_RESTARTED",
+// "PREPARING greeter", "LOADED greeter (synthetic)", "RESYNCED INITIAL greeter,shouter",
+// "HOST_RESTARTED",
 // "CONNECTED", "DISCONNECTED UNAVAILABLE", "STOPPED OUT_OF_RANGE". Thread-safe.
 class SubscriptionLog {
  public:
@@ -63,7 +64,7 @@ class SubscriptionLog {
   std::vector<std::string> threads_;
 };
 
-// "PREPARING greeter".
+// "PREPARING greeter"; "LOADED greeter (synthetic)" for a synthetic event.
 std::string Describe(const client::PhaseEvent& event);
 std::vector<std::string> Describe(const std::vector<client::PhaseEvent>& events);
 

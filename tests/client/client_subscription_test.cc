@@ -237,9 +237,10 @@ TEST_F(ClientSubscriptionTest, SurvivesKill9OfTheHostAndResyncsWithTheRestartedO
   ASSERT_NO_FATAL_FAILURE(StartHost());
   ASSERT_NE(host().epoch(), first_epoch);
   ASSERT_TRUE(log.WaitForLine("RESYNCED HOST_RESTARTED counter", before_kill));
+  // Handlers were told counter 1.0.0; the restarted host has 2.0.0: a synthetic RELOADED.
   EXPECT_THAT(LinesFrom(log, before_kill),
               ElementsAre("DISCONNECTED", "CONNECTED", "HOST_RESTARTED",
-                          "RESYNCED HOST_RESTARTED counter"));
+                          "RELOADED counter (synthetic)", "RESYNCED HOST_RESTARTED counter"));
   ASSERT_THAT(log.restarts(), SizeIs(1));
   EXPECT_EQ(log.restarts()[0].previous_epoch, first_epoch);
   EXPECT_EQ(log.restarts()[0].epoch, host().epoch());
@@ -250,9 +251,10 @@ TEST_F(ClientSubscriptionTest, SurvivesKill9OfTheHostAndResyncsWithTheRestartedO
 
   // And the subscription follows the new host.
   ASSERT_NO_FATAL_FAILURE(ReloadOk(*client, "counter"));
-  ASSERT_TRUE(log.WaitForEvents(2));
-  EXPECT_EQ(log.events()[0].host_epoch, host().epoch());
-  EXPECT_EQ(log.events()[0].seq, resynced.seq + 1);
+  ASSERT_TRUE(log.WaitForEvents(3));
+  EXPECT_FALSE(log.events()[1].synthetic);
+  EXPECT_EQ(log.events()[1].host_epoch, host().epoch());
+  EXPECT_EQ(log.events()[1].seq, resynced.seq + 1);
 }
 
 TEST_F(ClientSubscriptionTest, ResumeAfterACursorReplaysWhatCameAfterIt) {

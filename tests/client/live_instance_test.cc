@@ -1,6 +1,8 @@
 // LiveInstance against a real polyplug-host: calls made through reloads never fail and
 // answer with the version that was live when they ran.
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,6 +134,90 @@ TEST_F(LiveInstanceTest, TheDestructorDestroysTheRemoteInstance) {
   auto after = client->Invoke(*instance, "version", "");
   EXPECT_EQ(client::FailureReasonOf(after.status()), v1::FAILURE_REASON_INSTANCE_NOT_FOUND)
       << after.status();
+}
+
+TEST_F(LiveInstanceTest, SaysWhenAReloadMadeItRecreateTheInstance) {
+  Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  auto client = Connect();
+  std::mutex mu;
+  std::condition_variable changed;
+  std::vector<client::InstanceRecreated> recreated;
+  client::LiveInstance* self = nullptr;
+  client::LiveInstanceOptions options;
+  options.on_recreated = [&](const client::InstanceRecreated& r) {
+    // It may call the LiveInstance: restore the state the previous instance had.
+    client::LiveInstance* live = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      live = self;
+    }
+    auto restored = live->Invoke("count", "");
+    EXPECT_TRUE(restored.ok()) << restored.status();
+    std::lock_guard<std::mutex> lock(mu);
+    recreated.push_back(r);
+    changed.notify_all();
+  };
+  auto live = client->MakeLiveInstance("test.counter@1", 0, "", options);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    self = live.get();
+  }
+  client::LiveCallInfo info;
+  auto first = live->Invoke("count", "", client::CallOptions{}, &info);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->response(), "1");
+  EXPECT_EQ(info.generation, 1u);
+  EXPECT_FALSE(info.recreated);
+  const v1::InstanceRef first_instance = *live->instance();
+  EXPECT_EQ(live->recreations(), 0u);
+
+  ASSERT_TRUE(client->Reload("counter").ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(changed.wait_for(lock, kCallDeadline, [&] { return !recreated.empty(); }))
+        << "on_recreated did not run after the reload";
+    ASSERT_EQ(recreated.size(), 1u);
+    EXPECT_EQ(recreated[0].generation, 2u);
+    EXPECT_EQ(recreated[0].previous.instance_id(), first_instance.instance_id());
+    EXPECT_NE(recreated[0].instance.instance_id(), first_instance.instance_id());
+  }
+  EXPECT_EQ(live->recreations(), 1u);
+  EXPECT_EQ(live->instances_made(), 2u);
+  // The callback's call restored one count on the new instance.
+  auto second = live->Invoke("count", "", client::CallOptions{}, &info);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->response(), "2");
+  EXPECT_EQ(info.generation, 2u);
+  // The callback's own call was the first on generation 2, so this one is not "recreated";
+  // a caller that did not look at on_recreated learns it from the generation.
+  EXPECT_FALSE(info.recreated);
+  auto third = live->Invoke("count", "", client::CallOptions{}, &info);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(info.generation, 2u);
+  EXPECT_FALSE(info.recreated);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(recreated.size(), 1u) << "one reload, one re-creation";
+}
+
+TEST_F(LiveInstanceTest, ACallSaysItRanOnARecreatedInstance) {
+  Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  auto client = Connect();
+  auto live = client->MakeLiveInstance("test.counter@1");
+  client::LiveCallInfo info;
+  ASSERT_TRUE(live->Invoke("count", "", client::CallOptions{}, &info).ok());
+  EXPECT_EQ(info.generation, 1u);
+  EXPECT_FALSE(info.recreated);
+  ASSERT_TRUE(client->Reload("counter").ok());
+  auto after = live->Invoke("count", "", client::CallOptions{}, &info);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->response(), "1") << "the state started over";
+  EXPECT_EQ(info.generation, 2u);
+  EXPECT_TRUE(info.recreated);
+  ASSERT_TRUE(live->Invoke("count", "", client::CallOptions{}, &info).ok());
+  EXPECT_FALSE(info.recreated);
+  EXPECT_EQ(live->recreations(), 1u);
 }
 
 }  // namespace

@@ -31,6 +31,9 @@ constexpr FlagSpec kFlags[] = {{.name = "from", .takes_value = true},
 int Run(Context& ctx) {
   client::SubscribeOptions options;
   options.bundle_names = ctx.args.GetAll("bundle");
+  // watch prints what the host sent; transitions the client would make up after a resync
+  // are for handlers that keep a model of the host, and would read as events here.
+  options.synthesize_transitions = false;
   std::optional<uint32_t> count;
   if (ctx.args.Has("count")) {
     auto parsed = ParseUint("count", ctx.args.Get("count"));

@@ -138,7 +138,8 @@ class HostClient {
   // with `args` when first called, and made again after every reload; see LiveInstance.
   std::unique_ptr<LiveInstance> MakeLiveInstance(absl::string_view contract,
                                                  uint32_t min_version = 0,
-                                                 absl::string_view args = "");
+                                                 absl::string_view args = "",
+                                                 LiveInstanceOptions options = {});
 
   const std::string& target() const;
 

@@ -15,7 +15,12 @@ namespace polyplug::client {
 
 // Same order and values as the runtime's core::Phase.
 enum class Phase : int {
-  kPreparing = 0,  // a reload is about to swap the bundle: drop its instances now
+  // A reload of the bundle began. In process this is the moment to drop its instances; a
+  // remote subscriber learns of it after the fact: the host does not wait for remote
+  // handlers, and had already destroyed the bundle's remote instances (after draining the
+  // calls in flight) when it sent the event. A remote handler cannot hold the swap back; it
+  // stops calling the old instances and forgets them (see PhaseHandlers::on_preparing).
+  kPreparing = 0,
   kReloaded = 1,   // the new version is live (the cascade of dependents included)
   kFailed = 2,     // the reload failed; the previous version is still live
   kUnloading = 3,  // the bundle is about to be unloaded; its handles go stale
@@ -53,6 +58,17 @@ struct PhaseEvent {
   uint64_t live_instances = 0;  // kPreparing/kUnloading: counted instances still alive
   // SHA-256 (lowercase hex) of the artifact now live (kLoaded, kReloaded) or that failed.
   std::string artifact_sha256;
+  // Not an event of the host's journal: the client made it up after a resync, for a
+  // transition its handlers missed (the way a client-go informer replays a relist), by
+  // comparing the bundles it last reported (snapshots and events delivered) with the new
+  // snapshot. kLoaded: a bundle now loaded that was not; kReloaded: one now at another
+  // version (or, when the host hashes artifacts, another artifact); kUnloading: one gone,
+  // with the version it had. host_epoch, seq and registry_revision are the new snapshot's;
+  // reload ids are 0 and timestamp_unix_nanos is when the client made it. An unload and
+  // load, or a reload to the same version and artifact, while the subscription was behind
+  // leaves no trace in a snapshot and makes no synthetic event. Never set by
+  // PhaseEventFromProto; PhaseEventToProto drops it (the wire has no such field).
+  bool synthetic = false;
 
   bool IsTerminal() const { return phase == Phase::kReloaded || phase == Phase::kFailed; }
   friend bool operator==(const PhaseEvent&, const PhaseEvent&) = default;
