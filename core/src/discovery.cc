@@ -26,8 +26,8 @@ struct Candidate {
 
 }  // namespace
 
-absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vector<fs::path>& roots,
-                                                                 bool skip_unloadable) {
+absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(
+    const std::vector<fs::path>& roots, bool skip_unloadable, std::vector<NotLoaded>* not_loaded) {
   // One level deep; sorted by name within a root; de-duplicated by directory across roots.
   std::vector<std::pair<Manifest, BundleSource>> found;
   std::set<fs::path> seen_dirs;
@@ -44,6 +44,10 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
       if (!manifest.ok()) {
         Log(LogLevel::kWarn, "scan",
             absl::StrCat("skipping ", entry.path().string(), ": ", manifest.status().message()));
+        if (not_loaded) {
+          not_loaded->push_back(
+              {entry.path().filename().string(), entry.path(), manifest.status()});
+        }
         continue;
       }
       fs::path dir = fs::weakly_canonical(entry.path(), ec);
@@ -60,11 +64,12 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::DiscoverAndLoad(const std::vect
       found.emplace_back(std::move(m), std::move(source));
     }
   }
-  return LoadInOrder(std::move(found), skip_unloadable);
+  return LoadInOrder(std::move(found), skip_unloadable, not_loaded);
 }
 
 absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadAll(const std::vector<BundleSource>& sources,
-                                                         bool skip_unloadable) {
+                                                         bool skip_unloadable,
+                                                         std::vector<NotLoaded>* not_loaded) {
   std::vector<std::pair<Manifest, BundleSource>> found;
   std::set<fs::path> seen_dirs;
   for (const BundleSource& source : sources) {
@@ -72,17 +77,21 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadAll(const std::vector<Bundl
     if (!manifest.ok()) {
       Log(LogLevel::kWarn, "scan",
           absl::StrCat("skipping ", source.dir.string(), ": ", manifest.status().message()));
+      if (not_loaded) {
+        not_loaded->push_back({source.dir.filename().string(), source.dir, manifest.status()});
+      }
       continue;
     }
     std::error_code ec;
     if (!seen_dirs.insert(fs::weakly_canonical(source.dir, ec)).second) continue;
     found.emplace_back(*std::move(manifest), source);
   }
-  return LoadInOrder(std::move(found), skip_unloadable);
+  return LoadInOrder(std::move(found), skip_unloadable, not_loaded);
 }
 
 absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
-    std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable) {
+    std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable,
+    std::vector<NotLoaded>* not_loaded) {
   // Providers: what the candidates provide, and what is already loaded.
   std::map<std::string, Candidate> candidates;
   absl::flat_hash_map<uint64_t, std::string> provider_of;  // contract id -> candidate name
@@ -99,6 +108,13 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     candidates[name].manifest = std::move(m);
     candidates[name].source = std::move(source);
   }
+  // Every bundle left out, for the caller.
+  auto leave_out = [&](const std::string& name, absl::Status status) {
+    if (not_loaded == nullptr) return;
+    auto it = candidates.find(name);
+    not_loaded->push_back(
+        {name, it != candidates.end() ? it->second.source.dir : fs::path(), std::move(status)});
+  };
   // What cannot be ordered: an error, or (skip_unloadable) a log line and a skipped bundle.
   std::set<std::string> skipped;
   auto refuse = [&](const std::string& name, absl::Status status) -> absl::Status {
@@ -106,7 +122,7 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     Log(LogLevel::kWarn, "scan",
         absl::StrCat("[", ReasonToken(ReasonOf(status)), "] ", status.message(), "; not loading ",
                      name));
-    skipped.insert(name);
+    if (skipped.insert(name).second) leave_out(name, status);
     return absl::OkStatus();
   };
   for (auto& [name, c] : candidates) {
@@ -163,11 +179,13 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     Log(LogLevel::kWarn, "scan",
         absl::StrCat("[", ReasonToken(ErrorReason::kDependencyCycle), "] ", cycle.message(),
                      "; not loading them"));
+    for (const std::string& name : ordered.cycle) leave_out(name, cycle);
   }
   for (const auto& [name, blocked] : ordered.blocked) {
-    Log(LogLevel::kWarn, "scan",
-        absl::StrCat("not loading \"", name, "\": it needs ", absl::StrJoin(blocked, ", "),
-                     ", which cannot be loaded"));
+    const std::string why = absl::StrCat("not loading \"", name, "\": it needs ",
+                                         absl::StrJoin(blocked, ", "), ", which cannot be loaded");
+    Log(LogLevel::kWarn, "scan", why);
+    leave_out(name, MakeError(ErrorReason::kUnsatisfiedDependency, why));
   }
   std::vector<const Candidate*> order;
   for (const std::string& name : ordered.order) order.push_back(&candidates.at(name));
@@ -181,9 +199,10 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     std::set_intersection(c->needs.begin(), c->needs.end(), failed.begin(), failed.end(),
                           std::back_inserter(blocked));
     if (!blocked.empty()) {
-      Log(LogLevel::kWarn, "scan",
-          absl::StrCat("not loading \"", c->manifest.name, "\": it needs ",
-                       absl::StrJoin(blocked, ", "), ", which failed to load"));
+      const std::string why = absl::StrCat("not loading \"", c->manifest.name, "\": it needs ",
+                                           absl::StrJoin(blocked, ", "), ", which failed to load");
+      Log(LogLevel::kWarn, "scan", why);
+      leave_out(c->manifest.name, MakeError(ErrorReason::kUnsatisfiedDependency, why));
       failed.insert(c->manifest.name);
       continue;
     }
@@ -191,6 +210,7 @@ absl::StatusOr<std::vector<BundleInfo>> Runtime::LoadInOrder(
     if (!info.ok()) {
       Log(LogLevel::kWarn, "scan",
           absl::StrCat("failed to load \"", c->manifest.name, "\": ", info.status().message()));
+      leave_out(c->manifest.name, info.status());
       failed.insert(c->manifest.name);
       continue;
     }

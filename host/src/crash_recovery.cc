@@ -153,7 +153,22 @@ void CrashRecovery::KeepHealthyCopy(const core::BundleInfo& bundle) {
   }
 }
 
+void CrashRecovery::NoteNotRestored(std::vector<core::PhaseEvent> events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (core::PhaseEvent& e : events) not_restored_.push_back(std::move(e));
+}
+
+std::vector<core::PhaseEvent> CrashRecovery::NotRestored() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return not_restored_;
+}
+
 void CrashRecovery::OnPhase(const core::Runtime& runtime, const core::PhaseEvent& event) {
+  if (event.phase == core::Phase::kLoaded) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase_if(not_restored_,
+                  [&](const core::PhaseEvent& e) { return e.bundle_name == event.bundle_name; });
+  }
   if (event.phase == core::Phase::kLoaded || event.phase == core::Phase::kReloaded) {
     auto bundle = runtime.GetBundle(event.bundle_name);
     if (!bundle.ok() || bundle->artifact_sha256.empty()) return;

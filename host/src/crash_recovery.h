@@ -55,6 +55,12 @@ class CrashRecovery {
   // A quarantined version as the FAILED event that reports it.
   static core::PhaseEvent EventOf(const QuarantineEntry& entry);
 
+  // Bundles that ran before the crash and that the restore left out (e.g. a dependent of a
+  // quarantined provider), as FAILED events with their reason. Part of the server's state
+  // like the quarantine (snapshots list them) until a bundle of that name loads again.
+  void NoteNotRestored(std::vector<core::PhaseEvent> events);
+  std::vector<core::PhaseEvent> NotRestored() const;
+
   // Journal listener: keeps a copy of each version that LOADED or RELOADED (the last few
   // per bundle) and, once ready, keeps the running set on disk.
   void OnPhase(const core::Runtime& runtime, const core::PhaseEvent& event);
@@ -75,8 +81,9 @@ class CrashRecovery {
   int ready_fd_;
   const std::vector<QuarantineEntry> quarantined_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::map<std::string, RunningBundle> running_;  // guarded by mu_; by name
+  std::vector<core::PhaseEvent> not_restored_;    // guarded by mu_
   bool ready_ = false;                            // guarded by mu_
 };
 

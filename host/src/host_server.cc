@@ -17,6 +17,7 @@
 #include "host/src/reflection_service.h"
 #include "host/src/remote_instances.h"
 #include "polyplug/core/error.h"
+#include "polyplug/core/ids.h"
 #include "polyplug/core/runtime.h"
 
 namespace polyplug::host {
@@ -273,11 +274,27 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   }
   if (std::optional<std::vector<core::BundleSource>> restore =
           impl->recovery ? impl->recovery->RestoreSources() : std::nullopt) {
-    auto loaded = rt.LoadAll(*restore, /*skip_unloadable=*/true);
+    std::vector<core::NotLoaded> not_loaded;
+    auto loaded = rt.LoadAll(*restore, /*skip_unloadable=*/true, &not_loaded);
     if (!loaded.ok()) {
       std::fprintf(stderr, "polyplug-host: restoring the bundles that ran before failed: %s\n",
                    std::string(loaded.status().message()).c_str());
     }
+    // A bundle left out (its provider quarantined, say) is a failure its subscribers must
+    // see, not only a log line: an event, and part of every snapshot until it loads.
+    std::vector<core::PhaseEvent> left_out;
+    for (const core::NotLoaded& bundle : not_loaded) {
+      core::PhaseEvent event;
+      event.phase = core::Phase::kFailed;
+      event.bundle_name = bundle.name;
+      event.bundle_id = core::BundleId(bundle.name);
+      event.reason = core::ReasonOf(bundle.status);
+      if (event.reason == ErrorReason::kUnspecified) event.reason = ErrorReason::kInternal;
+      event.message =
+          absl::StrCat("not restored after the host restarted: ", bundle.status.message());
+      left_out.push_back(rt.journal().Append(std::move(event)));
+    }
+    impl->recovery->NoteNotRestored(std::move(left_out));
   } else if (!roots->empty()) {
     // A cycle or a missing provider keeps only the bundles concerned from loading.
     auto loaded = rt.DiscoverAndLoad(*roots, /*skip_unloadable=*/true);

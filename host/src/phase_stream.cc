@@ -216,6 +216,17 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         e.set_registry_revision(revision);
         queue_.push_back({Serialise(e), false, 0});
       }
+      // And the bundles the restart could not bring back, with their reason.
+      for (const core::PhaseEvent& left_out : recovery->NotRestored()) {
+        if (!Wanted(left_out.bundle_name)) continue;
+        v1::ReloadPhaseEvent e;
+        ToProto(left_out, &e);
+        e.set_host_epoch(runtime.host_epoch());
+        e.set_seq(seq);
+        e.set_kind(v1::EVENT_KIND_SNAPSHOT);
+        e.set_registry_revision(revision);
+        queue_.push_back({Serialise(e), false, 0});
+      }
     }
     v1::ReloadPhaseEvent end;
     end.set_host_epoch(runtime.host_epoch());

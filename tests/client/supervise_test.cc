@@ -257,6 +257,41 @@ TEST_F(SuperviseTest, AbortInACallWithNoEarlierVersionLeavesOnlyThatBundleOut) {
                                           "not an event to replay";
 }
 
+// A dependent of a bundle the crash left with no healthy version cannot come back either:
+// a subscriber learns that from the stream (a FAILED with its reason, after the crash's
+// own), and every later snapshot lists it until it loads again.
+TEST_F(SuperviseTest, ADependentLeftOutByTheRestartIsAFailureOnTheStream) {
+  WriteGraphNode(root(), GraphNode("needs_crasher", {"test.crasher@1"}, false));
+  ASSERT_NO_FATAL_FAILURE(StartSupervised());
+  auto client = Connect();
+  SubscriptionLog log;
+  auto subscription = client->Subscribe(log.Handlers());
+  ASSERT_TRUE(log.WaitForLine("RESYNCED INITIAL counter,crasher,needs_crasher"));
+  ASSERT_FALSE(client->InvokeOnce("test.crasher@1", "abort", "").ok());
+  (void)InfoAfterRestart(*client, host().epoch());
+  ASSERT_TRUE(log.WaitForLine("FAILED needs_crasher"));
+  const std::vector<client::PhaseEvent> events = log.events();
+  ASSERT_GE(events.size(), 2u);
+  const client::PhaseEvent& crashed = events[events.size() - 2];
+  const client::PhaseEvent& left_out = events.back();
+  EXPECT_EQ(crashed.bundle_name, "crasher");
+  EXPECT_EQ(crashed.reason, v1::FAILURE_REASON_CRASHED);
+  EXPECT_EQ(left_out.reason, v1::FAILURE_REASON_UNSATISFIED_DEPENDENCY);
+  EXPECT_THAT(left_out.message, HasSubstr("not restored after the host restarted"));
+  EXPECT_THAT(left_out.message, HasSubstr("test.crasher@1"));
+  EXPECT_THAT(BundleVersions(*client), ElementsAre("counter 1.0.0"));
+
+  // A new subscriber's snapshot has it as state.
+  SubscriptionLog later;
+  auto second = client->Subscribe(later.Handlers());
+  ASSERT_TRUE(later.WaitForLine("RESYNCED INITIAL counter"));
+  const client::Resynced resync = later.resyncs().back();
+  ASSERT_EQ(resync.quarantined.size(), 2u);
+  EXPECT_EQ(resync.quarantined[0].reason, v1::FAILURE_REASON_CRASHED);
+  EXPECT_EQ(resync.quarantined[1].bundle_name, "needs_crasher");
+  EXPECT_EQ(resync.quarantined[1].reason, v1::FAILURE_REASON_UNSATISFIED_DEPENDENCY);
+}
+
 TEST_F(SuperviseTest, CrashInInitAtStartIsQuarantinedOnceAndTheRestServes) {
   Copy("counter_v1");
   CopyCrasher("crasher_init_abort");

@@ -1,6 +1,7 @@
 // DiscoverAndLoad (docs/SEMANTICS.md §9): one level deep, dependency order, cycles and
 // unsatisfied dependencies refused before anything loads.
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,38 @@ TEST_F(RuntimeDiscoveryTest, SkippingUnloadableBundlesLoadsTheRest) {
   EXPECT_THAT(log_text, HasSubstr("[UNSATISFIED_DEPENDENCY]"));
   EXPECT_THAT(log_text, HasSubstr("chain.a@1"));
   EXPECT_THAT(log_text, HasSubstr("not loading \"chain_c\""));
+}
+
+// The bundles left out are also handed back with their reasons (for the host to turn into
+// events), each once, whatever made it unloadable.
+TEST_F(RuntimeDiscoveryTest, TheBundlesLeftOutAreReportedWithTheirReasons) {
+  const fs::path root = bundles() / "root";
+  CopyBundle(TestBundleDir("cycle_x"), root / "cycle_x");
+  CopyBundle(TestBundleDir("cycle_y"), root / "cycle_y");
+  CopyBundle(TestBundleDir("chain_b"), root / "chain_b");  // chain.a@1 is nowhere
+  CopyBundle(TestBundleDir("chain_c"), root / "chain_c");  // needs chain_b
+  CopyBundle(TestBundleDir("init_fails"), root / "init_fails");
+  CopyBundle(TestBundleDir("counter_v1"), root / "counter");
+  fs::create_directories(root / "garbled");
+  WriteFile(root / "garbled" / "manifest.toml", "this is not toml");
+
+  std::vector<core::NotLoaded> not_loaded;
+  absl::StatusOr<std::vector<core::BundleInfo>> loaded =
+      runtime().DiscoverAndLoad({root}, /*skip_unloadable=*/true, &not_loaded);
+  ASSERT_THAT(loaded.status(), IsOk());
+  ASSERT_EQ(loaded->size(), 1u);
+  std::map<std::string, ErrorReason> reasons;
+  for (const core::NotLoaded& n : not_loaded) {
+    EXPECT_TRUE(reasons.emplace(n.name, core::ReasonOf(n.status)).second) << n.name << " twice";
+    EXPECT_FALSE(n.dir.empty()) << n.name;
+  }
+  EXPECT_THAT(reasons, ::testing::UnorderedElementsAre(
+                           ::testing::Pair("garbled", ErrorReason::kManifestInvalid),
+                           ::testing::Pair("cycle_x", ErrorReason::kDependencyCycle),
+                           ::testing::Pair("cycle_y", ErrorReason::kDependencyCycle),
+                           ::testing::Pair("chain_b", ErrorReason::kUnsatisfiedDependency),
+                           ::testing::Pair("chain_c", ErrorReason::kUnsatisfiedDependency),
+                           ::testing::Pair("init_fails", ErrorReason::kInitFailed)));
 }
 
 TEST_F(RuntimeDiscoveryTest, ADependencyAlreadyLoadedSatisfiesDiscovery) {

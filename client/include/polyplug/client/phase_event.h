@@ -113,8 +113,10 @@ struct Resynced {
   uint64_t seq = 0;
   uint64_t registry_revision = 0;
   std::vector<BundleState> bundles;  // sorted by name
-  // Under polyplug-host --supervise: the bundle versions that crashed the host and are
-  // refused, each as its FAILED event (reason CRASHED), oldest first.
+  // Under polyplug-host --supervise, the failures that are part of the host's state, each
+  // as its FAILED event: the bundle versions that crashed the host and are refused (reason
+  // CRASHED), oldest first; then the bundles the last restart could not bring back (e.g.
+  // UNSATISFIED_DEPENDENCY when their provider is quarantined), until they load again.
   std::vector<PhaseEvent> quarantined;
 };
 

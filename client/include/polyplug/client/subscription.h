@@ -57,7 +57,8 @@ struct PhaseHandlers {
   // (PhaseEvent::synthetic): every on_unloading first, then on_loaded and on_reloaded in
   // bundle name order, all after on_host_restarted. After a restart of a host under
   // --supervise, on_failed runs next for each version newly quarantined because it crashed
-  // the host (reason CRASHED).
+  // the host (reason CRASHED), and for each bundle the restart could not bring back (e.g.
+  // UNSATISFIED_DEPENDENCY: its provider is quarantined).
   std::function<void(const Resynced&)> on_resynced;
   // The stream broke (`status` says why) and the subscription is reconnecting, or it is
   // connected again (`status` OK). Reconnects resume after the last seq seen.

@@ -99,6 +99,13 @@ struct ReloadOutcome {
 
 enum class UnloadMode { kRefuseIfInUse, kCascade };
 
+// A bundle that DiscoverAndLoad or LoadAll left out (skip_unloadable), and why.
+struct NotLoaded {
+  std::string name;  // the manifest's; the directory's name when the manifest is unreadable
+  std::filesystem::path dir;
+  absl::Status status;  // carries the reason (UNSATISFIED_DEPENDENCY, DEPENDENCY_CYCLE, ...)
+};
+
 class Runtime {
  public:
   static absl::StatusOr<std::unique_ptr<Runtime>> Create(RuntimeOptions options);
@@ -132,13 +139,15 @@ class Runtime {
   // bundles, and the ones that need them, are skipped with a Warn log line carrying the
   // reason token ("[DEPENDENCY_CYCLE] ..."), and the rest loads. Bundles already loaded
   // are skipped; a bundle that fails to load is logged and skipped with its dependents.
-  // docs/SEMANTICS.md §9.
+  // Each bundle left out is also added to `not_loaded` when given. docs/SEMANTICS.md §9.
   absl::StatusOr<std::vector<BundleInfo>> DiscoverAndLoad(
-      const std::vector<std::filesystem::path>& roots, bool skip_unloadable = false);
+      const std::vector<std::filesystem::path>& roots, bool skip_unloadable = false,
+      std::vector<NotLoaded>* not_loaded = nullptr);
   // DiscoverAndLoad's ordering and loading for a given list of bundles (first wins for a
   // directory listed twice). A manifest that cannot be read is logged and skipped.
   absl::StatusOr<std::vector<BundleInfo>> LoadAll(const std::vector<BundleSource>& sources,
-                                                  bool skip_unloadable = false);
+                                                  bool skip_unloadable = false,
+                                                  std::vector<NotLoaded>* not_loaded = nullptr);
 
   // Lookups: lock-free, see Registry.
   absl::StatusOr<ContractHandle> Find(uint64_t contract_id, uint32_t min_major) const {
@@ -206,7 +215,8 @@ class Runtime {
   explicit Runtime(RuntimeOptions options);
   // DiscoverAndLoad and LoadAll past reading the manifests.
   absl::StatusOr<std::vector<BundleInfo>> LoadInOrder(
-      std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable);
+      std::vector<std::pair<Manifest, BundleSource>> found, bool skip_unloadable,
+      std::vector<NotLoaded>* not_loaded);
 
   RuntimeOptions options_;
   EventJournal journal_;
