@@ -117,6 +117,8 @@ class HostServer::Impl {
   // After the runtime: its instances go before the runtime does.
   std::unique_ptr<RemoteInstances> instances;
   std::unique_ptr<OperationWorker> worker;
+  // kApplication: sends the replies of the operations the application ran.
+  std::unique_ptr<OperationWorker> replies;
   std::unique_ptr<OperationWorker> calls;
   std::unique_ptr<PhaseHub> hub;
   std::unique_ptr<HealthService> health;
@@ -137,6 +139,7 @@ class HostServer::Impl {
     // Order: stop new work, let the running operation finish (and fail those still waiting
     // for the application), end streams, stop gRPC.
     worker->Shutdown();
+    if (replies) replies->Shutdown();
     calls->Shutdown();
     hub->Shutdown();
     health->Shutdown();
@@ -233,6 +236,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
                                  .sessionless_idle_timeout = options.instance_idle_timeout});
   const bool pumped = options.operations == OperationThread::kApplication;
   impl->worker = std::make_unique<OperationWorker>(pumped ? 0 : 1);
+  if (pumped) impl->replies = std::make_unique<OperationWorker>(1);
   impl->calls = std::make_unique<OperationWorker>(options.call_threads);
   impl->hub = std::make_unique<PhaseHub>(
       rt, PhaseHubOptions{options.max_subscribers, 1024, impl->recovery.get()});
@@ -243,6 +247,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   service_options.bundle_roots = *roots;
   service_options.recovery = impl->recovery.get();
   service_options.operations_wait_for_application = pumped;
+  service_options.reply_worker = impl->replies.get();
   impl->service =
       std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, *impl->instances,
                                           *impl->calls, *impl->authorizer, service_options);

@@ -115,18 +115,24 @@ bool Expired(grpc::CallbackServerContext* context) {
 
 void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
                                       grpc::ServerUnaryReactor* reactor, absl::string_view what,
-                                      std::function<void()> run) {
+                                      std::function<grpc::Status()> run) {
   worker_.Post(
-      [context, reactor, what = std::string(what), run = std::move(run)] {
+      [this, context, reactor, what = std::string(what), run = std::move(run)] {
         // An operation whose caller gave up while it waited (for the worker, or for the
         // application's RunPendingOperations) does not run: nobody would learn its outcome.
-        if (Expired(context) || context->IsCancelled()) {
-          reactor->Finish(grpc::Status(
-              grpc::StatusCode::DEADLINE_EXCEEDED,
-              absl::StrCat("the caller gave up before the ", what, " started; it did not run")));
+        grpc::Status status = Expired(context) || context->IsCancelled()
+                                  ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                                 absl::StrCat("the caller gave up before the ",
+                                                              what, " started; it did not run"))
+                                  : run();
+        // Sending the reply is gRPC's work: not on an application's thread, which runs
+        // the operation at its frame boundary and must get back to its frame.
+        if (options_.reply_worker == nullptr) {
+          reactor->Finish(std::move(status));
           return;
         }
-        run();
+        options_.reply_worker->Post([reactor, status] { reactor->Finish(status); },
+                                    [reactor, status] { reactor->Finish(status); });
       },
       [this, context, reactor, what = std::string(what)] {
         const std::string message =
@@ -163,11 +169,10 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
           MakeError(ErrorReason::kInvalidArgument, "set 'name' or 'path' of the bundle to reload"));
       return reactor;
   }
-  PostOperation(context, reactor, "reload", [this, context, reactor, response, name, path] {
+  PostOperation(context, reactor, "reload", [this, context, response, name, path] {
     auto outcome = name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
     if (!outcome.ok()) {
-      reactor->Finish(ToGrpcStatus(outcome.status(), context));
-      return;
+      return ToGrpcStatus(outcome.status(), context);
     }
     response->set_outcome(outcome->ok() ? v1::RELOAD_OUTCOME_RELOADED : v1::RELOAD_OUTCOME_FAILED);
     if (!outcome->ok()) {
@@ -179,7 +184,7 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
     if (!outcome->events.empty()) response->set_bundle_name(outcome->events.front().bundle_name);
     response->set_registry_revision(outcome->registry_revision);
     response->set_host_epoch(runtime_.host_epoch());
-    reactor->Finish(grpc::Status::OK);
+    return grpc::Status::OK;
   });
   return reactor;
 }
@@ -191,12 +196,11 @@ grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerCont
   if (Unauthorized(context, reactor)) return reactor;
   auto confined = ConfinePath(request->path());
   if (Reject(context, reactor, confined.status())) return reactor;
-  PostOperation(context, reactor, "load", [this, context, reactor, response, path = *confined] {
+  PostOperation(context, reactor, "load", [this, context, response, path = *confined] {
     const uint64_t before = runtime_.journal().last_seq();
     auto info = runtime_.LoadBundle(path);
     if (!info.ok()) {
-      reactor->Finish(ToGrpcStatus(info.status(), context));
-      return;
+      return ToGrpcStatus(info.status(), context);
     }
     ToProto(*info, runtime_, response->mutable_bundle());
     for (const core::PhaseEvent& e : EventsAfter(before)) {
@@ -204,7 +208,7 @@ grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerCont
         ToProto(e, response->mutable_event());
     }
     response->set_registry_revision(runtime_.registry().revision());
-    reactor->Finish(grpc::Status::OK);
+    return grpc::Status::OK;
   });
   return reactor;
 }
@@ -215,23 +219,22 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
   if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
-  PostOperation(
-      context, reactor, "unload",
-      [this, context, reactor, response, name = request->name(), cascade = request->cascade()] {
-        const uint64_t before = runtime_.journal().last_seq();
-        auto unloaded = runtime_.UnloadBundle(
-            name, cascade ? core::UnloadMode::kCascade : core::UnloadMode::kRefuseIfInUse);
-        if (!unloaded.ok()) {
-          reactor->Finish(ToGrpcStatus(unloaded.status(), context));
-          return;
-        }
-        for (const std::string& n : *unloaded) response->add_unloaded(n);
-        for (const core::PhaseEvent& e : EventsAfter(before)) {
-          if (e.phase == core::Phase::kUnloading) ToProto(e, response->add_events());
-        }
-        response->set_registry_revision(runtime_.registry().revision());
-        reactor->Finish(grpc::Status::OK);
-      });
+  PostOperation(context, reactor, "unload",
+                [this, context, response, name = request->name(), cascade = request->cascade()] {
+                  const uint64_t before = runtime_.journal().last_seq();
+                  auto unloaded =
+                      runtime_.UnloadBundle(name, cascade ? core::UnloadMode::kCascade
+                                                          : core::UnloadMode::kRefuseIfInUse);
+                  if (!unloaded.ok()) {
+                    return ToGrpcStatus(unloaded.status(), context);
+                  }
+                  for (const std::string& n : *unloaded) response->add_unloaded(n);
+                  for (const core::PhaseEvent& e : EventsAfter(before)) {
+                    if (e.phase == core::Phase::kUnloading) ToProto(e, response->add_events());
+                  }
+                  response->set_registry_revision(runtime_.registry().revision());
+                  return grpc::Status::OK;
+                });
   return reactor;
 }
 

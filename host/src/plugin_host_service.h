@@ -33,6 +33,9 @@ struct PluginHostServiceOptions {
   // Mutations wait for an application's RunPendingOperations() (what an error says when
   // the host stops before running one).
   bool operations_wait_for_application = false;
+  // Where the calls of those operations are finished (their replies sent); null: on the
+  // thread that ran the operation.
+  OperationWorker* reply_worker = nullptr;
 };
 
 // PluginHost's callback service with SubscribeReloadPhases raw (ByteBuffer), so that the
@@ -107,10 +110,11 @@ class PluginHostService final : public PluginHostCallbackService {
                                  v1::EchoResponse* response) override;
 
  private:
-  // Runs `run` (a load, reload or unload) on the worker; says so when it never runs
-  // (`what`: "reload", ...).
+  // Runs `run` (a load, reload or unload, which fills the response and returns the call's
+  // status) on the worker, then finishes the call; says so when it never runs (`what`:
+  // "reload", ...).
   void PostOperation(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
-                     absl::string_view what, std::function<void()> run);
+                     absl::string_view what, std::function<grpc::Status()> run);
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
   bool Unauthorized(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor);
   // Finishes `reactor` with `status` if it is not OK; returns whether it did.

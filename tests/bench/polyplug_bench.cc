@@ -25,8 +25,9 @@
 //               of a frame that runs a reload requested over gRPC at its boundary (worst
 //               and p99 over 100), against frames that run the same reload by calling the
 //               runtime directly at the boundary (the in-process floor), interleaved; and
-//               the p99 frame time while 8 clients hammer FindContract and Invoke, against
-//               the same frames with no client (before and after).
+//               the p99 frame time while 8 clients (another process) hammer FindContract
+//               and Invoke, against the same frames with no client (before and after) and
+//               against the same frames while the clients hammer a separate polyplug-host.
 // --quick shortens every section (the whole run takes well under a minute) and is a smoke
 // test: it shows the benchmark works, never how fast anything is. --json prints one object
 // per figure.
@@ -35,6 +36,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -818,6 +820,21 @@ void RunSporadic(const Options& options, Report& report) {
 
 // ---- embedded ----------------------------------------------------------------------------
 
+double ThreadCpuUs() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) * 1e6 + static_cast<double>(now.tv_nsec) / 1e3;
+}
+
+std::string SelfPath() { return fs::read_symlink("/proc/self/exe").string(); }
+
+std::string ReadFileText(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 // A game's process: its runtime, the control plane embedded in it, and a frame that calls
 // the counter bundle through a handle `calls` times.
 class EmbeddedGame {
@@ -888,15 +905,32 @@ void RunEmbedded(const Options& options, Report& report) {
   // the boundary directly, one after the other.
   const int reloads = options.quick ? 10 : 100;
   std::vector<double> through_host, in_process;
-  for (int i = 0; i < reloads + 2; ++i) {  // the first two warm up
+  // Each frame starts after the same 1 ms of sleep (a frame after idleness costs more on
+  // these VMs), and the two kinds take turns at going first.
+  auto hosted_frame = [&] {
     std::thread requester([&client] { Check(client->Reload("counter"), "Reload"); });
     if (!game.host().WaitForPendingOperations(absl::Seconds(30))) Die("no reload arrived");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
     size_t ran = 0;
-    const double hosted = game.Frame([&] { ran = game.host().RunPendingOperations(); });
+    const double us = game.Frame([&] { ran = game.host().RunPendingOperations(); });
     requester.join();
     if (ran != 1) Die("the frame did not run the reload");
-    const double direct = game.Frame(
+    return us;
+  };
+  auto direct_frame = [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return game.Frame(
         [&] { Check(game.runtime().ReloadBundleByName("counter"), "ReloadBundleByName"); });
+  };
+  for (int i = 0; i < reloads + 2; ++i) {  // the first two warm up
+    double hosted = 0, direct = 0;
+    if (i % 2 == 0) {
+      hosted = hosted_frame();
+      direct = direct_frame();
+    } else {
+      direct = direct_frame();
+      hosted = hosted_frame();
+    }
     if (i < 2) continue;
     through_host.push_back(hosted);
     in_process.push_back(direct);
@@ -914,49 +948,92 @@ void RunEmbedded(const Options& options, Report& report) {
   // Frames while 8 clients hammer the control plane, paced at 1 kHz (a game sleeps between
   // frames too, and a frame that never yields would measure the scheduler instead).
   const int frames = options.quick ? 200 : 3000;
+  // Each frame's wall time, split by whether the kernel took the thread's CPU away during
+  // it (an involuntary context switch), and the thread's own CPU time.
+  struct FrameTimes {
+    Percentiles wall, kept_cpu, cpu;
+    double preempted_share = 0;
+  };
   auto run_frames = [&] {
-    std::vector<double> times;
+    std::vector<double> wall, kept_cpu, cpu;
+    int preempted = 0;
     auto next = Clock::now();
     for (int i = 0; i < frames; ++i) {
       next += std::chrono::milliseconds(1);
       std::this_thread::sleep_until(next);
-      times.push_back(game.Frame([&] { game.host().RunPendingOperations(); }));
-    }
-    return Summarise(std::move(times));
-  };
-  const Percentiles quiet_before = run_frames();
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> clients;
-  std::atomic<uint64_t> calls{0};
-  for (int i = 0; i < 8; ++i) {
-    clients.emplace_back([&, i] {
-      auto c = Connect(game.address());
-      const v1::InstanceRef instance = Check(c->CreateInstance("test.counter@1"), "CreateInstance");
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (i % 2 == 0) {
-          Check(c->FindContract("test.counter@1"), "FindContract");
-        } else {
-          Check(c->Invoke(instance, "echo", "ping"), "Invoke");
-        }
-        calls.fetch_add(1, std::memory_order_relaxed);
+      rusage before{}, after{};
+      getrusage(RUSAGE_THREAD, &before);
+      const double cpu_start = ThreadCpuUs();
+      wall.push_back(game.Frame([&] { game.host().RunPendingOperations(); }));
+      cpu.push_back(ThreadCpuUs() - cpu_start);
+      getrusage(RUSAGE_THREAD, &after);
+      if (after.ru_nivcsw != before.ru_nivcsw) {
+        ++preempted;
+      } else {
+        kept_cpu.push_back(wall.back());
       }
-    });
-  }
-  while (calls.load() < 100) std::this_thread::yield();  // the clients are at it
-  const auto loaded_start = Clock::now();
-  const uint64_t calls_before = calls.load();
-  const Percentiles loaded = run_frames();
-  const double call_rate =
-      static_cast<double>(calls.load() - calls_before) / (ElapsedUs(loaded_start) / 1e6);
-  stop = true;
-  for (std::thread& t : clients) t.join();
-  const Percentiles quiet_after = run_frames();
-  const double quiet_p99 = (quiet_before.p99 + quiet_after.p99) / 2;
+    }
+    return FrameTimes{Summarise(std::move(wall)), Summarise(std::move(kept_cpu)),
+                      Summarise(std::move(cpu)), static_cast<double>(preempted) / frames};
+  };
+  // The clients are another process, as an editor or CI would be: `polyplug-bench
+  // --hammer`. Returns the frames run while it calls `address`, and its calls per second.
+  auto frames_while_hammering = [&](const std::string& address) {
+    const fs::path log =
+        fs::temp_directory_path() / absl::StrCat("polyplug-bench-hammer-", getpid(), ".log");
+    std::optional<ServerProcess> hammer;
+    hammer.emplace(std::vector<std::string>{SelfPath(), "--hammer", address}, log);
+    // Frames start once every client made a call (the hammer prints "hammering").
+    for (int i = 0; i < 3000 && ReadFileText(log).find("hammering") == std::string::npos; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const FrameTimes times = run_frames();
+    hammer.reset();  // SIGTERM: it prints how many calls it made
+    double call_rate = 0;
+    for (absl::string_view line : absl::StrSplit(ReadFileText(log), '\n')) {
+      if (absl::ConsumePrefix(&line, "calls/s ")) (void)absl::SimpleAtod(line, &call_rate);
+    }
+    std::error_code ec;
+    fs::remove(log, ec);
+    return std::pair{times, call_rate};
+  };
+  // The second floor: the same clients calling a polyplug-host of their own, so that the
+  // machine is as busy but nothing of it happens in the game's process.
+  BenchHost elsewhere;
+  const FrameTimes quiet_before = run_frames();
+  const auto [elsewhere_before, elsewhere_rate_before] =
+      frames_while_hammering(elsewhere.unix_address());
+  const auto [loaded, call_rate] = frames_while_hammering(game.address());
+  const auto [elsewhere_after, elsewhere_rate_after] =
+      frames_while_hammering(elsewhere.unix_address());
+  const FrameTimes quiet_after = run_frames();
+  auto mean_p99 = [](const Percentiles& a, const Percentiles& b) { return (a.p99 + b.p99) / 2; };
+  report.Add({"embedded", "frame p99, 8 clients calling", loaded.wall.p99, "us",
+              mean_p99(quiet_before.wall, quiet_after.wall), 1.05,
+              absl::StrFormat("%d frames of 2,000 handle calls at 1 kHz; %.0f calls/s served "
+                              "meanwhile; p50 %.1f us against %.1f us with no client; %.1f%% "
+                              "of frames lost their CPU to another thread (%.1f%% with none)",
+                              frames, call_rate, loaded.wall.p50,
+                              (quiet_before.wall.p50 + quiet_after.wall.p50) / 2,
+                              100 * loaded.preempted_share,
+                              50 * (quiet_before.preempted_share + quiet_after.preempted_share))});
   report.Add(
-      {"embedded", "frame p99, 8 clients calling", loaded.p99, "us", quiet_p99, 1.05,
-       absl::StrFormat("%d frames of 2,000 handle calls at 1 kHz; %.0f calls/s served "
-                       "meanwhile; p50 %.1f us against %.1f us with no client",
-                       frames, call_rate, loaded.p50, (quiet_before.p50 + quiet_after.p50) / 2)});
+      {"embedded", "frame p99, the clients calling another host", loaded.wall.p99, "us",
+       mean_p99(elsewhere_before.wall, elsewhere_after.wall), 1.05,
+       absl::StrFormat("floor: the same frames while the same clients call a separate "
+                       "polyplug-host (%.0f calls/s): what serving them in the game's "
+                       "process adds to a machine this busy; %.1f%% of those frames lost "
+                       "their CPU",
+                       (elsewhere_rate_before + elsewhere_rate_after) / 2,
+                       50 * (elsewhere_before.preempted_share + elsewhere_after.preempted_share))});
+  // What the host costs a frame once the frame has its CPU: the frames no other thread
+  // interrupted, and the frame thread's own CPU time.
+  report.Add({"embedded", "frame p99 not preempted, 8 clients", loaded.kept_cpu.p99, "us",
+              mean_p99(quiet_before.kept_cpu, quiet_after.kept_cpu), std::nullopt,
+              "frames with no involuntary context switch, against the same with no client"});
+  report.Add({"embedded", "frame CPU time p99, 8 clients", loaded.cpu.p99, "us",
+              mean_p99(quiet_before.cpu, quiet_after.cpu), std::nullopt,
+              "the frame thread's own CPU time (CLOCK_THREAD_CPUTIME_ID)"});
 }
 
 // ---- throughput ---------------------------------------------------------------------------
@@ -1018,10 +1095,57 @@ void RunThroughput(const Options& options, Report& report) {
 
 }  // namespace
 
+// ---- the hammer ----------------------------------------------------------------------------
+
+// polyplug-bench --hammer ADDR: 8 clients calling FindContract (4) and Invoke (4) on ADDR
+// as fast as they can until SIGTERM; prints "hammering" once each made a call, and at the
+// end "calls/s N" over the time after that.
+int RunHammer(const std::string& address) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  std::atomic<uint64_t> calls{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      auto c = ConnectWhenUp(address);
+      const v1::InstanceRef instance = Check(c->CreateInstance("test.counter@1"), "CreateInstance");
+      bool first = true;
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (i % 2 == 0) {
+          Check(c->FindContract("test.counter@1"), "FindContract");
+        } else {
+          Check(c->Invoke(instance, "echo", "ping"), "Invoke");
+        }
+        calls.fetch_add(1, std::memory_order_relaxed);
+        if (first) started.fetch_add(1);
+        first = false;
+      }
+    });
+  }
+  while (started.load() < 8) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const uint64_t calls_before = calls.load();
+  const auto start = Clock::now();
+  std::printf("hammering\n");
+  std::fflush(stdout);
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  const double rate = static_cast<double>(calls.load() - calls_before) / (ElapsedUs(start) / 1e6);
+  stop = true;
+  for (std::thread& t : clients) t.join();
+  std::printf("calls/s %.0f\n", rate);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   // Debian builds Abseil without NDEBUG, which leaves absl::Mutex's deadlock detection on:
   // a lock-order graph update on every lock gRPC takes (about 6% of a busy host's CPU).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  if (argc == 3 && std::string(argv[1]) == "--hammer") return RunHammer(argv[2]);
   Options options;
   const std::set<std::string> known = {"rpc",       "reload",     "fanout",  "sporadic",
                                        "sustained", "throughput", "embedded"};
