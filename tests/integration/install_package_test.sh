@@ -100,3 +100,37 @@ dir=$("${ctl_host[@]}" call example.hello_c@1 dir 2>&1) ||
 [[ $dir -ef $scratch/bundles/hello-c ]] ||
   { echo "FAIL: the C bundle copied its bundle_path as '$dir'"; exit 1; }
 echo "PASS: the plain C bundle loaded into a real host and answered through invoke"
+
+# The host package: examples/game_runtime (polyplug-game and its gameplay bundle) built as a
+# project of its own against the installed polyplug_host and polyplug packages, then run: it
+# serves, the installed polyplugctl reloads its gameplay bundle, the new version takes over
+# at a frame boundary, and SIGTERM ends it cleanly.
+cmake -S "$source/examples/game_runtime" -B "$scratch/game" -G Ninja \
+  -DCMAKE_PREFIX_PATH="$scratch/prefix" >/dev/null
+cmake --build "$scratch/game" >/dev/null
+game="$scratch/game/polyplug-game"
+test -x "$game" || { echo "FAIL: no polyplug-game built against the installed host package"; exit 1; }
+cp -r "$scratch/game/root" "$scratch/game-root"
+"$game" --listen "unix:$scratch/game.sock" --bundles "$scratch/game-root" --hz 200 \
+  --state-dir "$scratch/game-state" >"$scratch/game.log" 2>"$scratch/game.err" &
+game_pid=$!
+trap 'kill -TERM "$host_pid" "$game_pid" 2>/dev/null; wait "$host_pid" "$game_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
+# Waits (on file events, via tail -F) for a line of the game's output matching $1.
+await_game_line() {
+  if ! timeout 60 grep -m1 -q -- "$1" <(tail -n +1 -F "$scratch/game.log" 2>/dev/null); then
+    echo "FAIL: polyplug-game never printed a line matching '$1':"; cat "$scratch/game.log"
+    echo "--- its stderr"; cat "$scratch/game.err"; exit 1
+  fi
+}
+await_game_line '^ready: serving on unix:'
+cp "$scratch/game/gameplay_v2/"* "$scratch/game-root/gameplay/"
+if ! "$ctl" --host "unix:$scratch/game.sock" reload gameplay >"$scratch/game-reload.log" 2>&1; then
+  echo "FAIL: polyplugctl reload of the embedded host's bundle failed:"; cat "$scratch/game-reload.log"
+  echo "--- the game"; cat "$scratch/game.log" "$scratch/game.err"; exit 1
+fi
+await_game_line '^frame [0-9]*: gameplay 2\.0\.0 took over (generation 2'
+kill -TERM "$game_pid"
+wait "$game_pid" || { echo "FAIL: polyplug-game exited with $? after SIGTERM:"; cat "$scratch/game.log"; exit 1; }
+grep -q '^summary: .* 0 mid-frame switches' "$scratch/game.log" ||
+  { echo "FAIL: the game's summary:"; cat "$scratch/game.log"; exit 1; }
+echo "PASS: a game built against the installed polyplug_host reloaded its bundle at a frame boundary"
