@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "host/host_fixture.h"
@@ -191,9 +192,14 @@ TEST_F(EmbeddedHostTest, AReloadTakesOverExactlyAtAFrameBoundaryOnTheApplication
 }
 
 // While the application does not pump, the operation waits, and the control plane keeps
-// answering lookups, listings and health; then it runs at the next boundary.
+// answering lookups, listings, health and streams; then it runs at the next boundary.
 TEST_F(EmbeddedHostTest, AnOperationWaitsWhileTheApplicationDoesNotPumpAndOthersAreServed) {
   ASSERT_NO_FATAL_FAILURE(StartServer(Options()));
+  grpc::ClientContext stream_context;
+  stream_context.set_deadline(std::chrono::system_clock::now() + test::kCallDeadline);
+  v1::SubscribeReloadPhasesRequest subscribe;
+  subscribe.set_include_snapshot(true);
+  auto stream = stub_->SubscribeReloadPhases(&stream_context, subscribe);
   test::OverwriteArtifact(test::TestBundleDir("counter_v2"), bundle_);
   std::unique_ptr<PendingReload> reload = ReloadAsync();
   ASSERT_NO_FATAL_FAILURE(WaitUntilQueued());
@@ -208,6 +214,19 @@ TEST_F(EmbeddedHostTest, AnOperationWaitsWhileTheApplicationDoesNotPumpAndOthers
   ASSERT_TRUE(stub_->ListBundles(Context().get(), {}, &list).ok());
   ASSERT_EQ(list.bundles_size(), 1);
   EXPECT_EQ(list.bundles(0).version().major(), 1u);
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(Address(), grpc::InsecureChannelCredentials()));
+  grpc::health::v1::HealthCheckRequest check;
+  check.set_service("counter");
+  grpc::health::v1::HealthCheckResponse serving;
+  ASSERT_TRUE(health->Check(Context().get(), check, &serving).ok());
+  EXPECT_EQ(serving.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  v1::ReloadPhaseEvent message;
+  ASSERT_TRUE(stream->Read(&message));
+  EXPECT_EQ(message.kind(), v1::EVENT_KIND_SNAPSHOT);
+  EXPECT_EQ(message.bundle_version().major(), 1u);
+  ASSERT_TRUE(stream->Read(&message));
+  EXPECT_EQ(message.kind(), v1::EVENT_KIND_SNAPSHOT_END);
   EXPECT_EQ(reload->status.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
       << "the reload answered before the application ran it";
   EXPECT_EQ(Version(), 1);
@@ -216,6 +235,13 @@ TEST_F(EmbeddedHostTest, AnOperationWaitsWhileTheApplicationDoesNotPumpAndOthers
   ASSERT_EQ(reload->status.get().error_code(), grpc::StatusCode::OK);
   EXPECT_EQ(reload->response.outcome(), v1::RELOAD_OUTCOME_RELOADED);
   EXPECT_EQ(Version(), 2);
+  // The stream goes on with the reload's phases.
+  ASSERT_TRUE(stream->Read(&message));
+  EXPECT_EQ(message.phase(), v1::PHASE_PREPARING);
+  ASSERT_TRUE(stream->Read(&message));
+  EXPECT_EQ(message.phase(), v1::PHASE_RELOADED);
+  EXPECT_EQ(message.bundle_version().major(), 2u);
+  stream_context.TryCancel();
   EXPECT_EQ(server_->pending_operations(), 0u);
   EXPECT_EQ(server_->RunPendingOperations(), 0u);
 }
