@@ -116,6 +116,25 @@ bool SubscriptionLog::WaitForEvents(size_t n) {
                  [&](const std::vector<std::string>&) { return events_.size() >= n; });
 }
 
+std::vector<std::string> LinesFrom(const SubscriptionLog& log, size_t from) {
+  std::vector<std::string> lines = log.lines();
+  std::vector<std::string> out(
+      lines.begin() + static_cast<std::ptrdiff_t>(std::min(from, lines.size())), lines.end());
+  for (std::string& line : out) {
+    if (line.rfind("DISCONNECTED", 0) == 0) line = "DISCONNECTED";
+  }
+  return out;
+}
+
+bool WaitForDisconnect(SubscriptionLog& log, size_t after) {
+  return log.WaitFor("a DISCONNECTED line", [after](const std::vector<std::string>& lines) {
+    for (size_t i = after; i < lines.size(); ++i) {
+      if (lines[i].rfind("DISCONNECTED", 0) == 0) return true;
+    }
+    return false;
+  });
+}
+
 std::string Describe(const client::PhaseEvent& event) {
   return absl::StrCat(client::PhaseName(event.phase), " ", event.bundle_name,
                       event.synthetic ? " (synthetic)" : "");
@@ -424,6 +443,12 @@ std::unique_ptr<client::HostClient> ClientTest::Connect(client::ConnectOptions o
   auto connected = client::HostClient::Connect(target.empty() ? address() : target, options);
   EXPECT_TRUE(connected.ok()) << connected.status();
   return connected.ok() ? std::move(*connected) : nullptr;
+}
+
+void ClientTest::ReloadOk(client::HostClient& client, const std::string& bundle) {
+  auto response = client.Reload(bundle);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->outcome(), host::v1::RELOAD_OUTCOME_RELOADED) << response->message();
 }
 
 ProcessResult RunProcess(const std::vector<std::string>& argv,

@@ -64,6 +64,13 @@ class SubscriptionLog {
   std::vector<std::string> threads_;
 };
 
+// The lines of `log` from index `from` on, with "DISCONNECTED <CODE>" shortened to
+// "DISCONNECTED": how gRPC words a broken connection (UNAVAILABLE "Socket closed", UNKNOWN
+// "Stream removed", ...) depends on the moment it breaks.
+std::vector<std::string> LinesFrom(const SubscriptionLog& log, size_t from);
+// Waits for a "DISCONNECTED <any code>" line at or after index `after`.
+bool WaitForDisconnect(SubscriptionLog& log, size_t after);
+
 // "PREPARING greeter"; "LOADED greeter (synthetic)" for a synthetic event.
 std::string Describe(const client::PhaseEvent& event);
 std::vector<std::string> Describe(const std::vector<client::PhaseEvent>& events);
@@ -176,6 +183,8 @@ class ClientTest : public ::testing::Test {
   // A client of address() (or `target`); fails the test if Connect() does.
   std::unique_ptr<client::HostClient> Connect(client::ConnectOptions options = FastOptions(),
                                               std::string target = "");
+  // Reloads `bundle` through `client` and expects it to succeed (a fatal failure if not).
+  static void ReloadOk(client::HostClient& client, const std::string& bundle);
 
   TempDir dir_;
   std::filesystem::path root_ = dir_.path() / "bundles";

@@ -30,38 +30,7 @@ using ::testing::IsEmpty;
 using ::testing::Not;
 using ::testing::SizeIs;
 
-class ClientSubscriptionTest : public ClientTest {
- protected:
-  // Reloads `bundle` through `client` and expects it to succeed.
-  void ReloadOk(client::HostClient& client, const std::string& bundle) {
-    auto response = client.Reload(bundle);
-    ASSERT_TRUE(response.ok()) << response.status();
-    ASSERT_EQ(response->outcome(), v1::RELOAD_OUTCOME_RELOADED) << response->message();
-  }
-};
-
-// The lines of `log` from index `from` on, with "DISCONNECTED <CODE>" shortened to
-// "DISCONNECTED": how gRPC words a broken connection (UNAVAILABLE "Socket closed", UNKNOWN
-// "Stream removed", ...) depends on the moment it breaks.
-std::vector<std::string> LinesFrom(const SubscriptionLog& log, size_t from) {
-  std::vector<std::string> lines = log.lines();
-  std::vector<std::string> out(
-      lines.begin() + static_cast<std::ptrdiff_t>(std::min(from, lines.size())), lines.end());
-  for (std::string& line : out) {
-    if (line.rfind("DISCONNECTED", 0) == 0) line = "DISCONNECTED";
-  }
-  return out;
-}
-
-// Waits for a "DISCONNECTED <any code>" line at or after index `after`.
-bool WaitForDisconnect(SubscriptionLog& log, size_t after) {
-  return log.WaitFor("a DISCONNECTED line", [after](const std::vector<std::string>& lines) {
-    for (size_t i = after; i < lines.size(); ++i) {
-      if (lines[i].rfind("DISCONNECTED", 0) == 0) return true;
-    }
-    return false;
-  });
-}
+using ClientSubscriptionTest = ClientTest;
 
 TEST_F(ClientSubscriptionTest, DeliversTheReloadPhasesInSeqOrderOnItsOwnThread) {
   Copy("counter_v1");

@@ -23,34 +23,7 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-class ResyncTransitionsTest : public ClientTest {
- protected:
-  void ReloadOk(client::HostClient& client, const std::string& bundle) {
-    auto response = client.Reload(bundle);
-    ASSERT_TRUE(response.ok()) << response.status();
-    ASSERT_EQ(response->outcome(), v1::RELOAD_OUTCOME_RELOADED) << response->message();
-  }
-};
-
-// The lines from index `from` on, "DISCONNECTED <CODE>" shortened to "DISCONNECTED".
-std::vector<std::string> LinesFrom(const SubscriptionLog& log, size_t from) {
-  std::vector<std::string> lines = log.lines();
-  std::vector<std::string> out(
-      lines.begin() + static_cast<std::ptrdiff_t>(std::min(from, lines.size())), lines.end());
-  for (std::string& line : out) {
-    if (line.rfind("DISCONNECTED", 0) == 0) line = "DISCONNECTED";
-  }
-  return out;
-}
-
-bool WaitForDisconnect(SubscriptionLog& log, size_t after) {
-  return log.WaitFor("a DISCONNECTED line", [after](const std::vector<std::string>& lines) {
-    for (size_t i = after; i < lines.size(); ++i) {
-      if (lines[i].rfind("DISCONNECTED", 0) == 0) return true;
-    }
-    return false;
-  });
-}
+using ResyncTransitionsTest = ClientTest;
 
 // The events delivered from index `from` on.
 std::vector<client::PhaseEvent> EventsFrom(const SubscriptionLog& log, size_t from) {

@@ -31,14 +31,7 @@ using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-class SubscriptionPollTest : public ClientTest {
- protected:
-  void ReloadOk(client::HostClient& client, const std::string& bundle) {
-    auto response = client.Reload(bundle);
-    ASSERT_TRUE(response.ok()) << response.status();
-    ASSERT_EQ(response->outcome(), v1::RELOAD_OUTCOME_RELOADED) << response->message();
-  }
-};
+using SubscriptionPollTest = ClientTest;
 
 std::string ThisThread() {
   std::ostringstream out;
