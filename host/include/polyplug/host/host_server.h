@@ -78,7 +78,9 @@ class HostServer {
   // The same over the application's `runtime`, which must outlive the server. Bundles it
   // already loaded stay and are served; the bundle roots are loaded into it as well (those
   // already loaded are skipped). The runtime settings of `options` (state_dir, hot_reload,
-  // hash_artifacts, journal_size) and --supervise's must be left at their defaults.
+  // hash_artifacts, journal_size) and --supervise's must be left at their defaults. The
+  // application may go on loading, reloading and unloading on its runtime itself (the
+  // runtime serializes that with the host's operations), but not while Shutdown() runs.
   static absl::StatusOr<std::unique_ptr<HostServer>> Start(core::Runtime& runtime,
                                                            HostServerOptions options);
   ~HostServer();  // Shutdown()
@@ -96,10 +98,11 @@ class HostServer {
   // atomic load.
   // Call it from one thread at a time, never from a phase listener. kHostWorker: returns 0.
   size_t RunPendingOperations();
-  // How many operations wait for RunPendingOperations() (kApplication; 0 otherwise).
+  // How many operations wait to run: for RunPendingOperations() (kApplication), or for the
+  // host's worker thread (kHostWorker).
   size_t pending_operations() const;
-  // Blocks until an operation waits for RunPendingOperations() or `timeout` passes; true
-  // when one does. For an application with no frame loop to pump from (and for tests).
+  // Blocks until an operation waits to run or `timeout` passes; true when one does. For an
+  // application with no frame loop to pump from (and for tests).
   bool WaitForPendingOperations(absl::Duration timeout) const;
 
   // The runtime served: the application's, or the one Start() created.
