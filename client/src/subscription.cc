@@ -428,15 +428,19 @@ bool Subscription::State::DeliverSnapshot(Resynced& resynced) {
   if (!Dispatch(handlers.on_resynced, resynced)) return false;
   SetCursor({resynced.host_epoch, resynced.seq});
   // A version that crashed the host, announced by the restarted host: the FAILED
-  // event of the reload or call that crashed, which the old host could not send.
-  for (const PhaseEvent& crashed : resynced.quarantined) {
-    const bool known =
-        !quarantine_known.insert({crashed.bundle_name, crashed.artifact_sha256}).second;
-    if (!known && resynced.cause == ResyncCause::kHostRestarted &&
-        !Dispatch(handlers.on_failed, crashed)) {
+  // event of the reload or call that crashed, which the old host could not send; and a
+  // bundle the restart could not bring back. What the snapshot lists is all that is known:
+  // a failure that went away and comes back later is told again.
+  std::set<std::pair<std::string, std::string>> listed;
+  for (const PhaseEvent& failed : resynced.quarantined) {
+    const std::pair<std::string, std::string> key{failed.bundle_name, failed.artifact_sha256};
+    listed.insert(key);
+    if (!quarantine_known.contains(key) && resynced.cause == ResyncCause::kHostRestarted &&
+        !Dispatch(handlers.on_failed, failed)) {
       return false;
     }
   }
+  quarantine_known = std::move(listed);
   return true;
 }
 
@@ -508,7 +512,10 @@ Subscription::~Subscription() {
 
 size_t Subscription::Poll() {
   // A handler may destroy this Subscription: hold the state, never touch `this` again.
-  const std::shared_ptr<State> state = state_;
+  return PollState(state_);
+}
+
+size_t Subscription::PollState(std::shared_ptr<State> state) {
   if (state->options.delivery != Delivery::kPoll) return 0;
   {
     std::lock_guard<std::mutex> lock(state->mu);
@@ -543,8 +550,9 @@ size_t Subscription::Poll() {
   return state->handlers_run;
 }
 
-bool Subscription::WaitReady(absl::Duration timeout) {
-  State& state = *state_;
+bool Subscription::WaitReady(absl::Duration timeout) { return WaitState(*state_, timeout); }
+
+bool Subscription::WaitState(State& state, absl::Duration timeout) {
   if (state.options.delivery != Delivery::kPoll) return false;
   auto done = [&state] { return state.stop || !state.pending.empty(); };
   std::unique_lock<std::mutex> lock(state.mu);
@@ -557,8 +565,10 @@ bool Subscription::WaitReady(absl::Duration timeout) {
 }
 
 size_t Subscription::PollFor(absl::Duration timeout) {
-  if (!WaitReady(timeout)) return 0;
-  return Poll();
+  // The state, not `this`: another thread may destroy the Subscription while this waits.
+  std::shared_ptr<State> state = state_;
+  if (!WaitState(*state, timeout)) return 0;
+  return PollState(std::move(state));
 }
 
 size_t Subscription::pending() const {

@@ -120,10 +120,12 @@ constexpr char kUsage[] =
     "  --state-dir DIR   the runtime's private copies of libraries (default: a temp dir)\n"
     "  --help            this text\n";
 
-// Set by the SIGINT/SIGTERM handler (on whichever thread gets the signal); the loop reads
-// it once per frame.
-volatile std::sig_atomic_t g_stop_signal = 0;
-extern "C" void OnStopSignal(int signal) { g_stop_signal = signal; }
+// Set by the SIGINT/SIGTERM handler (on whichever thread gets the signal, a gRPC thread
+// too); the loop reads it once per frame. A lock-free atomic: safe in a signal handler and
+// across threads (a volatile sig_atomic_t is only the former).
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+extern "C" void OnStopSignal(int signal) { g_stop_signal.store(signal); }
 
 struct Flags {
   std::vector<std::string> listen;
@@ -598,7 +600,7 @@ int main(int argc, char** argv) {
   FrameStats stats(std::max<size_t>(100, static_cast<size_t>(flags.hz) * 10));
   int64_t frame = 0;
   auto next_tick = Clock::now();
-  while (g_stop_signal == 0 && (flags.frames == 0 || frame < flags.frames)) {
+  while (g_stop_signal.load() == 0 && (flags.frames == 0 || frame < flags.frames)) {
     ++frame;
     const auto start = Clock::now();
     (*server)->RunPendingOperations();  // the safe point: no pin held, no call in progress
@@ -612,8 +614,8 @@ int main(int argc, char** argv) {
     if (next_tick < now - period) next_tick = now;  // fell behind: do not try to catch up
     std::this_thread::sleep_until(next_tick);
   }
-  if (g_stop_signal != 0)
-    Say(absl::StrCat("stopping: ", SignalName(g_stop_signal), " at frame ", frame));
+  if (g_stop_signal.load() != 0)
+    Say(absl::StrCat("stopping: ", SignalName(g_stop_signal.load()), " at frame ", frame));
 
   // 4. Down in reverse: the instance (while its code is mapped), the control plane (queued
   //    operations fail with SHUTTING_DOWN), the listener, the runtime (unloads everything).

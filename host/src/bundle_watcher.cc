@@ -9,7 +9,10 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -186,13 +189,6 @@ class BundleWatcher::Loop {
     }
   }
 
-  std::optional<core::BundleInfo> LoadedFrom(const fs::path& dir) const {
-    for (core::BundleInfo& info : runtime_.ListBundles()) {
-      if (info.dir == dir) return std::move(info);
-    }
-    return std::nullopt;
-  }
-
   // Acts on `dir` once it settled; false while it has not (then `p.due` says when to look
   // again).
   bool Settle(const fs::path& dir, Pending& p) {
@@ -209,17 +205,19 @@ class BundleWatcher::Loop {
       p.due = now + options_.settle;
       return false;
     }
-    const std::optional<core::BundleInfo> loaded = LoadedFrom(dir);
     if (!seen.first.exists) {
-      if (loaded) Unload(*loaded);
+      // Something to unload only if a bundle is loaded from here (or a load of it waits,
+      // which will find no manifest and do nothing).
+      for (const core::BundleInfo& info : runtime_.ListBundles()) {
+        if (info.dir == dir) {
+          Reconcile(dir, "its manifest is gone");
+          break;
+        }
+      }
       return true;
     }
     if (!manifest.ok()) {
-      if (loaded) {
-        Reload(dir, "its manifest changed");
-      } else {
-        Load(dir);  // fails, and says why on the stream
-      }
+      Reconcile(dir, "its manifest changed");  // a reload or load that fails, saying why
       return true;
     }
     const absl::Status& ready = files.artifact_check;
@@ -232,61 +230,69 @@ class BundleWatcher::Loop {
       Log(absl::StrCat("bundle \"", manifest->name, "\": its artifact stayed unusable for ",
                        absl::FormatDuration(options_.not_ready_grace), ": ", ready.message()));
     }
-    if (loaded) {
-      Reload(dir, "its files changed");
-    } else {
-      Load(dir);
-    }
+    Reconcile(dir, "its files changed");
     return true;
   }
 
-  // The mutations run where the host runs every load, reload and unload (the worker, or
-  // the application's RunPendingOperations), after the watcher decided on them. They
-  // capture no watcher state: the watcher may be gone when they run.
-  void Reload(const fs::path& dir, absl::string_view why) {
-    Log(absl::StrCat("reloading ", dir.filename().string(), ": ", why));
-    Post("reload", [&runtime = runtime_, log = options_.log, dir] {
+  // Posts what `dir` needs to where the host runs every load, reload and unload (the
+  // worker, or the application's RunPendingOperations). What that is gets decided when it
+  // runs, not now: earlier operations may still wait before it (an application that is
+  // not pumping, a reload draining remote calls), and they change what is loaded. At most
+  // one waits per directory; it sees the files as they are when it runs. The task captures
+  // no watcher state: the watcher may be gone by then.
+  void Reconcile(const fs::path& dir, absl::string_view why) {
+    if (!queued_->Add(dir)) return;
+    Log(absl::StrCat(dir.filename().string(), ": ", why));
+    operations_.Post(
+        [&runtime = runtime_, log = options_.log, queued = queued_, dir] {
+          queued->Remove(dir);  // a change from now on posts again
+          ActOn(runtime, log, dir);
+        },
+        [log = options_.log, queued = queued_, dir] {
+          queued->Remove(dir);
+          if (log) log(absl::StrCat("the host stopped before acting on ", dir.string()));
+        });
+  }
+
+  // Unloads what was loaded from `dir` when its manifest is gone, reloads it when it is
+  // loaded, loads it otherwise.
+  static void ActOn(core::Runtime& runtime, const std::function<void(const std::string&)>& log,
+                    const fs::path& dir) {
+    std::optional<core::BundleInfo> loaded;
+    for (core::BundleInfo& info : runtime.ListBundles()) {
+      if (info.dir == dir) loaded = std::move(info);
+    }
+    std::error_code ec;
+    if (!fs::exists(dir / "manifest.toml", ec)) {
+      if (!loaded) return;
+      if (log) {
+        log(absl::StrCat("bundle directory ", dir.string(), " is gone: unloading \"", loaded->name,
+                         "\" and its dependents"));
+      }
+      auto unloaded = runtime.UnloadBundle(loaded->name, core::UnloadMode::kCascade);
+      if (!unloaded.ok() && log) {
+        log(absl::StrCat("cannot unload \"", loaded->name, "\": ", unloaded.status().message()));
+      }
+      return;
+    }
+    if (loaded) {
+      if (log) log(absl::StrCat("reloading ", loaded->name, " from ", dir.string()));
       absl::StatusOr<core::ReloadOutcome> outcome = runtime.ReloadBundle(dir);
       // The outcome itself (RELOADED or FAILED, and why) is in the phase events.
       if (!outcome.ok() && log) {
         log(absl::StrCat("reload of ", dir.string(), " refused: ", outcome.status().message()));
       }
-    });
-  }
-
-  void Load(const fs::path& dir) {
-    Post("load", [&runtime = runtime_, log = options_.log, dir] {
-      absl::StatusOr<core::BundleInfo> info = runtime.LoadBundle(dir);
-      if (info.ok()) return;
-      if (core::ReasonOf(info.status()) == core::ErrorReason::kBundleAlreadyLoaded) {
-        // A load decided earlier (before the application ran its operations) got there
-        // first; this change to the directory is a reload of it.
-        if (runtime.ReloadBundle(dir).ok()) return;
-      }
-      // A load that fails publishes nothing and fires nothing (docs/SEMANTICS.md §3), but an
-      // editor following the stream must learn that the directory it just wrote is broken.
-      const std::string message = absl::StrCat("--watch found bundle directory ", dir.string(),
-                                               " and cannot load it: ", info.status().message());
-      if (log) log(message);
-      runtime.journal().Append(LoadFailedEvent(dir, info.status(), message));
-    });
-  }
-
-  void Unload(const core::BundleInfo& info) {
-    Log(absl::StrCat("bundle directory ", info.dir.string(), " is gone: unloading \"", info.name,
-                     "\" and its dependents"));
-    Post("unload", [&runtime = runtime_, log = options_.log, name = info.name] {
-      auto unloaded = runtime.UnloadBundle(name, core::UnloadMode::kCascade);
-      if (!unloaded.ok() && log) {
-        log(absl::StrCat("cannot unload \"", name, "\": ", unloaded.status().message()));
-      }
-    });
-  }
-
-  void Post(absl::string_view what, std::function<void()> run) {
-    operations_.Post(std::move(run), [log = options_.log, what = std::string(what)] {
-      if (log) log(absl::StrCat("the host stopped before the ", what, " ran"));
-    });
+      return;
+    }
+    absl::StatusOr<core::BundleInfo> info = runtime.LoadBundle(dir);
+    if (info.ok()) return;
+    // A load that fails publishes nothing and fires nothing (docs/SEMANTICS.md §3), but an
+    // editor following the stream must learn that the directory it just wrote is broken
+    // (or, BUNDLE_ALREADY_LOADED, a copy of a bundle loaded from elsewhere).
+    const std::string message = absl::StrCat("--watch found bundle directory ", dir.string(),
+                                             " and cannot load it: ", info.status().message());
+    if (log) log(message);
+    runtime.journal().Append(LoadFailedEvent(dir, info.status(), message));
   }
 
   // The FAILED event of a bundle directory that does not load: named after its manifest
@@ -309,9 +315,27 @@ class BundleWatcher::Loop {
     return event;
   }
 
+  // The directories with a task posted and not started yet; shared with those tasks.
+  class QueuedDirs {
+   public:
+    bool Add(const fs::path& dir) {
+      std::lock_guard<std::mutex> lock(mu_);
+      return dirs_.insert(dir).second;
+    }
+    void Remove(const fs::path& dir) {
+      std::lock_guard<std::mutex> lock(mu_);
+      dirs_.erase(dir);
+    }
+
+   private:
+    std::mutex mu_;
+    std::set<fs::path> dirs_;
+  };
+
   core::Runtime& runtime_;
   OperationWorker& operations_;
   const BundleWatcherOptions options_;
+  const std::shared_ptr<QueuedDirs> queued_ = std::make_shared<QueuedDirs>();
   int inotify_fd_ = -1;
   int stop_fd_ = -1;
   std::thread thread_;

@@ -208,9 +208,14 @@ void CrashRecovery::MarkReady(const core::Runtime& runtime,
                               const std::vector<std::string>& listen_addresses) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // A restored bundle that did not load again is not running.
+    // A restored bundle that did not load again is not running, unless the restore left it
+    // out (NoteNotRestored): then the next restart tries it again, and reports it again.
     for (auto it = running_.begin(); it != running_.end();) {
-      it = runtime.GetBundle(it->first).ok() ? std::next(it) : running_.erase(it);
+      const std::string& name = it->first;
+      const bool left_out =
+          std::any_of(not_restored_.begin(), not_restored_.end(),
+                      [&](const core::PhaseEvent& e) { return e.bundle_name == name; });
+      it = runtime.GetBundle(name).ok() || left_out ? std::next(it) : running_.erase(it);
     }
     ready_ = true;
     WriteRunningSetLocked();

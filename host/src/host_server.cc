@@ -1,6 +1,7 @@
 #include "polyplug/host/host_server.h"
 
 #include <cstdio>
+#include <mutex>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -129,20 +130,26 @@ class HostServer::Impl {
   std::unique_ptr<BundleWatcher> watcher;  // stopped first: it mutates the runtime
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<ExecutorKeepWarm> keep_warm;
-  bool shut_down = false;
+  std::vector<std::string> addresses;  // as published; listen_addresses() after Shutdown too
+  std::mutex shutdown_mu;
+  bool shut_down = false;  // guarded by shutdown_mu
+
+  // Also what a Start() that failed half-way gets: every part may be missing.
+  ~Impl() { Shutdown(); }
 
   void Shutdown() {
+    std::lock_guard<std::mutex> lock(shutdown_mu);  // a second caller waits for the first
     if (shut_down) return;
     shut_down = true;
     if (watcher) watcher->Stop();
     keep_warm.reset();
     // Order: stop new work, let the running operation finish (and fail those still waiting
     // for the application), end streams, stop gRPC.
-    worker->Shutdown();
+    if (worker) worker->Shutdown();
     if (replies) replies->Shutdown();
-    calls->Shutdown();
-    hub->Shutdown();
-    health->Shutdown();
+    if (calls) calls->Shutdown();
+    if (hub) hub->Shutdown();
+    if (health) health->Shutdown();
     if (server) {
       // Our streams are already ended; the deadline only bounds idle client connections,
       // which would otherwise hold Shutdown for its whole length.
@@ -188,9 +195,7 @@ void HostServer::Shutdown() {
   if (impl_) impl_->Shutdown();
 }
 
-const std::vector<std::string>& HostServer::listen_addresses() const {
-  return impl_->listeners->addresses();
-}
+const std::vector<std::string>& HostServer::listen_addresses() const { return impl_->addresses; }
 
 core::Runtime& HostServer::runtime() const { return *impl_->runtime; }
 
@@ -217,6 +222,18 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   // 1. Every option, before anything is created or loaded.
   absl::StatusOr<std::vector<fs::path>> roots = CheckOptions(options);
   if (!roots.ok()) return roots.status();
+  // A start that fails after loading the roots into the application's runtime unloads them
+  // again (after the server parts are gone), so that it leaves the application as it was.
+  struct UndoLoads {
+    core::Runtime* runtime = nullptr;
+    std::vector<std::string> names;
+    ~UndoLoads() {
+      if (runtime == nullptr) return;
+      for (auto it = names.rbegin(); it != names.rend(); ++it) {
+        (void)runtime->UnloadBundle(*it, core::UnloadMode::kCascade);
+      }
+    }
+  } undo_loads;
   auto impl = std::make_unique<Impl>();
   absl::StatusOr<std::unique_ptr<Listeners>> listeners = Listeners::Check(ListenerOptions{
       options.listen, options.tls_cert_pem, options.tls_key_pem, options.tls_client_ca_pem,
@@ -306,6 +323,9 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
     if (!loaded.ok()) {
       std::fprintf(stderr, "polyplug-host: loading the bundle roots failed: %s\n",
                    std::string(loaded.status().message()).c_str());
+    } else if (application_runtime != nullptr) {
+      undo_loads.runtime = application_runtime;
+      for (const core::BundleInfo& info : *loaded) undo_loads.names.push_back(info.name);
     }
   }
   if (options.watch) {
@@ -336,10 +356,12 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
                                   " (address in use, or a directory that does not exist?)"));
   }
   if (absl::Status s = impl->listeners->Publish(); !s.ok()) return s;
+  impl->addresses = impl->listeners->addresses();
   impl->health->SetStatus("", true);
   impl->service->SetListenAddresses(impl->listeners->addresses());
   impl->keep_warm = std::make_unique<ExecutorKeepWarm>(*impl->server);
   if (impl->recovery) impl->recovery->MarkReady(rt, impl->listeners->addresses());
+  undo_loads.runtime = nullptr;  // started: the bundles stay
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }
 

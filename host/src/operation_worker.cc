@@ -17,7 +17,8 @@ void OperationWorker::Post(std::function<void()> run, std::function<void()> canc
     if (!stopping_) {
       tasks_.push_back({std::move(run), std::move(cancel)});
       queued_.store(tasks_.size(), std::memory_order_release);
-      cv_.notify_all();  // a worker thread, and WaitQueued()
+      cv_.notify_one();         // a worker thread
+      queued_cv_.notify_all();  // WaitQueued(); no system call without a waiter
       return;
     }
   }
@@ -39,9 +40,14 @@ size_t OperationWorker::RunQueued() {
 
 bool OperationWorker::WaitQueued(absl::Duration timeout) const {
   std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] {
-    return stopping_ || !tasks_.empty();
-  }) && !tasks_.empty();
+  auto ready = [this] { return stopping_ || !tasks_.empty(); };
+  if (timeout == absl::InfiniteDuration()) {
+    queued_cv_.wait(lock, ready);
+  } else {
+    // A deadline, not wait_for: now() + a huge duration would overflow.
+    queued_cv_.wait_until(lock, absl::ToChronoTime(absl::Now() + timeout), ready);
+  }
+  return !tasks_.empty();
 }
 
 void OperationWorker::Shutdown() {
@@ -54,6 +60,7 @@ void OperationWorker::Shutdown() {
     queued_.store(0, std::memory_order_release);
     threads.swap(threads_);
     cv_.notify_all();
+    queued_cv_.notify_all();
   }
   for (Task& t : dropped) t.cancel();
   for (std::thread& t : threads) t.join();

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace polyplug::host {
@@ -42,7 +43,8 @@ class OperationWorker {
   size_t RunQueued();
   // Tasks posted and not yet started.
   size_t queued() const { return queued_.load(std::memory_order_acquire); }
-  // Blocks until a task is queued or `timeout` passes; true when one is.
+  // Blocks until a task is queued or `timeout` passes (InfiniteDuration: no limit); true
+  // when one is.
   bool WaitQueued(absl::Duration timeout) const;
 
   // Lets the operations in progress finish, cancels the queued ones, joins. Idempotent.
@@ -57,7 +59,8 @@ class OperationWorker {
 
   const bool pumped_;
   mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
+  std::condition_variable cv_;                 // wakes a worker thread
+  mutable std::condition_variable queued_cv_;  // wakes WaitQueued()
   std::deque<Task> tasks_;
   std::atomic<size_t> queued_{0};  // tasks_.size(), read without the lock
   bool stopping_ = false;

@@ -183,12 +183,20 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     core::Runtime& runtime = hub_->runtime_;
     uint64_t seq = 0;
     std::vector<core::BundleInfo> bundles;
+    std::vector<core::PhaseEvent> not_restored;
+    const CrashRecovery* recovery = hub_->options_.recovery;
     // The listing must match a journal position: retry while events arrive meanwhile.
     for (int attempt = 0; attempt < 16; ++attempt) {
       seq = runtime.journal().last_seq();
       bundles = runtime.ListBundles();
+      if (recovery) not_restored = recovery->NotRestored();
       if (runtime.journal().last_seq() == seq) break;
     }
+    // A bundle that loaded since is no longer left out (its entry goes just after LOADED).
+    std::erase_if(not_restored, [&](const core::PhaseEvent& e) {
+      return std::any_of(bundles.begin(), bundles.end(),
+                         [&](const core::BundleInfo& b) { return b.name == e.bundle_name; });
+    });
     const uint64_t revision = runtime.registry().revision();
     for (const core::BundleInfo& b : bundles) {
       if (!Wanted(b.name)) continue;
@@ -205,7 +213,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       queue_.push_back({Serialise(e), false, 0});
     }
     // Versions held back because they crashed the host are part of its state too.
-    if (const CrashRecovery* recovery = hub_->options_.recovery) {
+    if (recovery) {
       for (const QuarantineEntry& entry : recovery->quarantined()) {
         if (!Wanted(entry.bundle_name)) continue;
         v1::ReloadPhaseEvent e;
@@ -217,7 +225,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         queue_.push_back({Serialise(e), false, 0});
       }
       // And the bundles the restart could not bring back, with their reason.
-      for (const core::PhaseEvent& left_out : recovery->NotRestored()) {
+      for (const core::PhaseEvent& left_out : not_restored) {
         if (!Wanted(left_out.bundle_name)) continue;
         v1::ReloadPhaseEvent e;
         ToProto(left_out, &e);
@@ -257,7 +265,10 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     const bool terminal = event.IsTerminal();
     if ((request_.until_terminal_of_reload() != 0 && terminal &&
          event.reload_id == request_.until_terminal_of_reload()) ||
-        (request_.until_next_terminal() && terminal && event.parent_reload_id == 0) ||
+        // A primary reload's end; not a FAILED that no reload made (--watch's report of a
+        // directory it cannot load, a bundle a restart left out: reload_id 0).
+        (request_.until_next_terminal() && terminal && event.parent_reload_id == 0 &&
+         event.reload_id != 0) ||
         (request_.max_events() != 0 && phase_events_ >= request_.max_events())) {
       pending_finish_ = grpc::Status::OK;
       finishing_ = true;

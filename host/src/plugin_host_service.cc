@@ -120,11 +120,14 @@ void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
       [this, context, reactor, what = std::string(what), run = std::move(run)] {
         // An operation whose caller gave up while it waited (for the worker, or for the
         // application's RunPendingOperations) does not run: nobody would learn its outcome.
-        grpc::Status status = Expired(context) || context->IsCancelled()
-                                  ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                                 absl::StrCat("the caller gave up before the ",
-                                                              what, " started; it did not run"))
-                                  : run();
+        grpc::Status status;
+        if (context->IsCancelled() || Expired(context)) {
+          status = grpc::Status(
+              Expired(context) ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
+              absl::StrCat("the caller gave up before the ", what, " started; it did not run"));
+        } else {
+          status = run();
+        }
         // Sending the reply is gRPC's work: not on an application's thread, which runs
         // the operation at its frame boundary and must get back to its frame.
         if (options_.reply_worker == nullptr) {

@@ -148,6 +148,9 @@ class Subscription {
   friend class HostClient;
   friend class internal::ContractTracking;
   struct State;
+  // Poll() and WaitReady() on the state, which outlives the Subscription while they run.
+  static size_t PollState(std::shared_ptr<State> state);
+  static bool WaitState(State& state, absl::Duration timeout);
   Subscription(std::shared_ptr<const internal::Connection> connection, PhaseHandlers handlers,
                SubscribeOptions options);
 

@@ -54,7 +54,8 @@ struct HostServerOptions {
   size_t max_subscribers = 256;
   int max_message_bytes = 4 << 20;
   size_t call_threads = 4;  // threads running bundles' code for remote calls
-  // How long a reload or unload waits for remote calls in flight on the bundle.
+  // How long a reload or unload waits for remote calls in flight on the bundle (with
+  // kApplication, inside RunPendingOperations(): a frame's hitch when a call is slow).
   absl::Duration drain_timeout = absl::Seconds(10);
   // Remote instances made outside a session die after this long without a call.
   absl::Duration instance_idle_timeout = absl::Minutes(10);
@@ -96,7 +97,10 @@ class HostServer {
   // this thread meanwhile. An operation whose caller gave up first (its deadline passed,
   // it was cancelled) is answered so and does not run. With none queued it costs one
   // atomic load.
-  // Call it from one thread at a time, never from a phase listener. kHostWorker: returns 0.
+  // A reload or unload here first waits for remote calls in flight on its bundle, up to
+  // `drain_timeout`: keep that short in a frame loop. Never call it while this thread holds
+  // a core::ReadPin (the swap waits for pins: it would wait for itself). Call it from one
+  // thread at a time, never from a phase listener. kHostWorker: returns 0.
   size_t RunPendingOperations();
   // How many operations wait to run: for RunPendingOperations() (kApplication), or for the
   // host's worker thread (kHostWorker).
