@@ -1,5 +1,7 @@
 #include "host/src/plugin_host_service.h"
 
+#include <atomic>
+
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -113,13 +115,54 @@ bool Expired(grpc::CallbackServerContext* context) {
 }
 }  // namespace
 
+// The reactor of a load, reload or unload. Such a call may wait long for its turn (the
+// worker, or an application's RunPendingOperations); a caller that gives up meanwhile gets
+// its answer at once and the call's resources go, instead of at the operation's turn. Who
+// finishes the call is decided once, through `state`, which the posted task shares and
+// which outlives the reactor: the task (kClaimed: it runs the operation), the cancellation
+// (kAbandoned: the task then touches nothing of the call), or, while the call is still
+// being checked (kChecking), the check that refuses it.
+class OperationReactor final : public grpc::ServerUnaryReactor {
+ public:
+  enum State : int { kChecking, kWaiting, kClaimed, kAbandoned };
+
+  const std::shared_ptr<std::atomic<int>>& state() const { return state_; }
+  // The call waits for its turn from now on; `what` ("reload", ...) names it in messages.
+  void Queue(std::string what) {
+    what_ = std::move(what);
+    int expected = kChecking;
+    state_->compare_exchange_strong(expected, kWaiting);
+  }
+  static bool Claim(std::atomic<int>& state) {
+    int expected = kWaiting;
+    return state.compare_exchange_strong(expected, kClaimed);
+  }
+
+  void OnCancel() override {
+    int expected = kWaiting;
+    if (!state_->compare_exchange_strong(expected, kAbandoned)) return;
+    Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                        absl::StrCat("the caller gave up before the ", what_,
+                                     " started (its deadline passed, or it cancelled); it did "
+                                     "not run")));
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  const std::shared_ptr<std::atomic<int>> state_ = std::make_shared<std::atomic<int>>(kChecking);
+  std::string what_;
+};
+
 void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
-                                      grpc::ServerUnaryReactor* reactor, absl::string_view what,
+                                      OperationReactor* reactor, absl::string_view what,
                                       std::function<grpc::Status()> run) {
+  reactor->Queue(std::string(what));
   worker_.Post(
-      [this, context, reactor, what = std::string(what), run = std::move(run)] {
-        // An operation whose caller gave up while it waited (for the worker, or for the
-        // application's RunPendingOperations) does not run: nobody would learn its outcome.
+      [this, context, reactor, state = reactor->state(), what = std::string(what),
+       run = std::move(run)] {
+        if (!OperationReactor::Claim(*state)) return;  // the call ended while it waited
+        // A caller that gave up just now (its cancellation not delivered yet) is answered
+        // so: nobody would learn the outcome of an operation run for it.
         grpc::Status status;
         if (context->IsCancelled() || Expired(context)) {
           status = grpc::Status(
@@ -137,7 +180,8 @@ void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
         options_.reply_worker->Post([reactor, status] { reactor->Finish(status); },
                                     [reactor, status] { reactor->Finish(status); });
       },
-      [this, context, reactor, what = std::string(what)] {
+      [this, context, reactor, state = reactor->state(), what = std::string(what)] {
+        if (!OperationReactor::Claim(*state)) return;
         const std::string message =
             options_.operations_wait_for_application
                 ? absl::StrCat("the application stopped the host before its loop ran this ", what,
@@ -151,7 +195,7 @@ void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext* context,
                                                     const v1::ReloadRequest* request,
                                                     v1::ReloadResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new OperationReactor();  // deletes itself when the call is done
   if (Unauthorized(context, reactor)) return reactor;
   fs::path path;
   std::string name;
@@ -195,7 +239,7 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerContext* context,
                                                         const v1::LoadBundleRequest* request,
                                                         v1::LoadBundleResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new OperationReactor();  // deletes itself when the call is done
   if (Unauthorized(context, reactor)) return reactor;
   auto confined = ConfinePath(request->path());
   if (Reject(context, reactor, confined.status())) return reactor;
@@ -219,7 +263,7 @@ grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerContext* context,
                                                           const v1::UnloadBundleRequest* request,
                                                           v1::UnloadBundleResponse* response) {
-  auto* reactor = context->DefaultReactor();
+  auto* reactor = new OperationReactor();  // deletes itself when the call is done
   if (Unauthorized(context, reactor)) return reactor;
   if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
   PostOperation(context, reactor, "unload",

@@ -26,6 +26,8 @@
 
 namespace polyplug::host {
 
+class OperationReactor;  // plugin_host_service.cc
+
 struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
   absl::Time started = absl::Now();
@@ -113,7 +115,7 @@ class PluginHostService final : public PluginHostCallbackService {
   // Runs `run` (a load, reload or unload, which fills the response and returns the call's
   // status) on the worker, then finishes the call; says so when it never runs (`what`:
   // "reload", ...).
-  void PostOperation(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+  void PostOperation(grpc::CallbackServerContext* context, OperationReactor* reactor,
                      absl::string_view what, std::function<grpc::Status()> run);
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
   bool Unauthorized(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor);
