@@ -50,7 +50,9 @@
 //   handle:  "handle CONTRACT: PROVIDER VERSION (slot SLOT, generation GEN)", or
 //            "handle CONTRACT: error CODE: MESSAGE"
 //   call:    "METHOD("DATA") -> ANSWER" or "METHOD("DATA") failed: CODE: MESSAGE"
-//   reload:  "reload BUNDLE: RELOADED (reload ID)", "reload BUNDLE: FAILED [REASON] MESSAGE",
+//   reload:  "reload BUNDLE: RELOADED (reload ID)", "reload BUNDLE: RELOADED, dependents
+//            FAILED: NAME, ... (reload ID)" (the bundle's new version is live, those
+//            dependents kept their old one), "reload BUNDLE: FAILED [REASON] MESSAGE",
 //            or "reload BUNDLE: error CODE: MESSAGE" (the host refused the request)
 //   help:    "commands:" then one line per command, each starting with two spaces
 //   quit:    "bye" (also at end of input)
@@ -495,6 +497,10 @@ void Editor::Reload(const std::string& bundle) {
   } else if (reloaded->outcome() == v1::RELOAD_OUTCOME_RELOADED) {
     console_.Line(
         absl::StrCat("reload ", bundle, ": RELOADED (reload ", reloaded->reload_id(), ")"));
+  } else if (reloaded->outcome() == v1::RELOAD_OUTCOME_DEPENDENTS_FAILED) {
+    console_.Line(absl::StrCat("reload ", bundle, ": RELOADED, dependents FAILED: ",
+                               absl::StrJoin(reloaded->failed_dependents(), ", "), " (reload ",
+                               reloaded->reload_id(), ")"));
   } else {
     console_.Line(absl::StrCat("reload ", bundle, ": FAILED [",
                                client::ReasonToken(reloaded->reason()), "] ",

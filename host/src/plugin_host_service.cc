@@ -221,7 +221,17 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
     if (!outcome.ok()) {
       return ToGrpcStatus(outcome.status(), context);
     }
-    response->set_outcome(outcome->ok() ? v1::RELOAD_OUTCOME_RELOADED : v1::RELOAD_OUTCOME_FAILED);
+    // A reload whose cascade left a dependent behind is not RELOADED: a check of `outcome`
+    // alone (a CI script, grpcurl) must not read it as a success.
+    for (const core::PhaseEvent& e : outcome->events) {
+      if (e.phase == core::Phase::kFailed && e.parent_reload_id != 0) {
+        response->add_failed_dependents(e.bundle_name);
+      }
+    }
+    response->set_outcome(!outcome->ok() ? v1::RELOAD_OUTCOME_FAILED
+                          : response->failed_dependents_size() > 0
+                              ? v1::RELOAD_OUTCOME_DEPENDENTS_FAILED
+                              : v1::RELOAD_OUTCOME_RELOADED);
     if (!outcome->ok()) {
       response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
       response->set_message(std::string(outcome->status.message()));

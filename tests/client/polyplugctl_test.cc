@@ -161,6 +161,25 @@ TEST_F(PolyplugctlTest, ReloadExitCodeTellsSuccessFromFailure) {
   EXPECT_THAT(unknown.err, HasSubstr("BUNDLE_NOT_FOUND"));
 }
 
+// A reload whose dependent fails to follow it exits 1, says which, and --json carries the
+// outcome DEPENDENTS_FAILED (what a script checking only `outcome` sees).
+TEST_F(PolyplugctlTest, AReloadWhoseDependentFailsExits1) {
+  Copy("chain_a");
+  const fs::path chain_b = Copy("chain_b");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  ASSERT_TRUE(
+      ReplaceInFile(chain_b / "manifest.toml", DecimalId(core::BundleId("chain_b")), "12345"));
+  ProcessResult json = Ctl({"reload", "chain_a", "--json"});
+  EXPECT_EQ(json.exit_code, 1) << Shown(json);
+  const auto response = Parse<v1::ReloadResponse>(json.out);
+  EXPECT_EQ(response.outcome(), v1::RELOAD_OUTCOME_DEPENDENTS_FAILED);
+  EXPECT_THAT(response.failed_dependents(), ElementsAre("chain_b"));
+  ProcessResult human = Ctl({"reload", "chain_a"});
+  EXPECT_EQ(human.exit_code, 1) << Shown(human);
+  EXPECT_THAT(human.out, HasSubstr("RELOADED chain_a"));
+  EXPECT_THAT(human.err + human.out, HasSubstr("dependents failed to follow the reload: chain_b"));
+}
+
 TEST_F(PolyplugctlTest, LoadAndUnload) {
   Copy("chain_a");
   ASSERT_NO_FATAL_FAILURE(StartHost());

@@ -22,6 +22,7 @@
 #include "host/host_calls.h"
 #include "host/host_fixture.h"
 #include "host/host_process_fixture.h"
+#include "polyplug/core/ids.h"
 #include "polyplug/host/v1/host.grpc.pb.h"
 #include "support/bundle_fixture.h"
 
@@ -210,6 +211,26 @@ TEST_F(HostProcessTest, FailedReloadIsAResponseAndKeepsV1Live) {
   OverwriteArtifact(TestBundleDir("counter_v2"), counter);
   const v1::ReloadResponse fixed = ReloadOk("counter");
   EXPECT_THAT(Describe(fixed.events()), ElementsAre("PREPARING counter", "RELOADED counter"));
+}
+
+// A reload whose cascade leaves a dependent behind is not RELOADED on the wire: a CI check of
+// `outcome` alone must fail. The bundle's new version is live; the dependent keeps its old.
+TEST_F(HostProcessTest, AReloadWhoseDependentFailsIsDependentsFailed) {
+  Copy("chain_a");
+  const fs::path chain_b = Copy("chain_b");
+  Copy("chain_c");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  ASSERT_TRUE(ReplaceInFile(chain_b / "manifest.toml", DecimalId(core::BundleId("chain_b")),
+                            "12345"));  // its cascaded reload fails validation
+  auto result = ReloadByName("chain_a");
+  ASSERT_TRUE(result.status.ok()) << ToString(result.status);
+  const v1::ReloadResponse& response = result.response;
+  EXPECT_EQ(response.outcome(), v1::RELOAD_OUTCOME_DEPENDENTS_FAILED)
+      << response.ShortDebugString();
+  EXPECT_THAT(response.failed_dependents(), ElementsAre("chain_b"));
+  EXPECT_THAT(Describe(response.events()),
+              ElementsAre("PREPARING chain_a", "FAILED chain_b", "RELOADED chain_a"));
+  EXPECT_EQ(response.reason(), v1::FAILURE_REASON_UNSPECIFIED) << "the bundle itself reloaded";
 }
 
 TEST_F(HostProcessTest, ReloadCascadesThroughOptedInDependents) {

@@ -56,7 +56,9 @@ int Run(Context& ctx) {
       previous_version = Output::VersionText(e.bundle_version());
     }
   }
-  const bool reloaded = response->outcome() == v1::RELOAD_OUTCOME_RELOADED;
+  // The bundle's new version is live (DEPENDENTS_FAILED too: then some dependent is not).
+  const bool reloaded = response->outcome() == v1::RELOAD_OUTCOME_RELOADED ||
+                        response->outcome() == v1::RELOAD_OUTCOME_DEPENDENTS_FAILED;
   if (ctx.out.json()) {
     ctx.out.Json(*response);
   } else {
@@ -90,7 +92,9 @@ int Run(Context& ctx) {
                                 absl::StrJoin(failed_dependents, ", ")));
     }
   }
-  return reloaded && failed_dependents.empty() ? kExitOk : kExitFailed;
+  return response->outcome() == v1::RELOAD_OUTCOME_RELOADED && failed_dependents.empty()
+             ? kExitOk
+             : kExitFailed;
 }
 
 }  // namespace
