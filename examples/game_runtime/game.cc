@@ -17,7 +17,7 @@
 //                unix:/tmp/polyplug-host-<uid>.sock), where polyplugctl and polyplug-editor
 //                look by default
 //   --bundles    a bundle root (repeatable): every bundle one level below is loaded at start;
-//                default: the root this build stages (build/examples/game_runtime/root)
+//                default: the root this build stages (root/ beside this program)
 //   --watch      reload bundles when their files change (a rebuild)
 //   --frames     stop after N frames; 0 (the default) runs until SIGINT or SIGTERM
 //   --hz         frames per second, 1 to 1000 (default 60); each frame is one fixed step

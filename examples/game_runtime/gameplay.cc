@@ -8,9 +8,9 @@
 // manifest is valid, so a reload to it gets as far as PREPARING and init, then FAILED, and
 // the previous version keeps running.
 //
-// Edit it and rebuild (`cmake --build build --target polyplug_game_root`) while
-// polyplug-game --watch runs on build/examples/game_runtime/root: the game prints the frame
-// where the new code took over.
+// Edit it and rebuild the polyplug_game_root target while polyplug-game --watch runs on the
+// root that target stages (root/ beside polyplug-game in the build tree): the game prints the
+// frame where the new code took over.
 #include <cstdint>
 #include <cstring>
 #include <string>
