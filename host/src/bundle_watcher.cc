@@ -18,7 +18,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "polyplug/core/ids.h"
+#include "host/src/not_loaded_event.h"
 #include "polyplug/core/manifest.h"
 
 namespace polyplug::host {
@@ -299,19 +299,11 @@ class BundleWatcher::Loop {
   // when that parses, else after the directory.
   static core::PhaseEvent LoadFailedEvent(const fs::path& dir, const absl::Status& status,
                                           std::string message) {
-    core::PhaseEvent event;
-    event.phase = core::Phase::kFailed;
-    event.bundle_name = dir.filename().string();
     const core::BundleFiles files = core::Runtime::ReadBundleFiles(dir);
-    if (files.manifest.ok()) {
-      event.bundle_name = files.manifest->name;
-      event.bundle_version = files.manifest->version;
-    }
-    event.bundle_id = core::BundleId(event.bundle_name);
-    event.reason = core::ReasonOf(status);
-    if (event.reason == core::ErrorReason::kUnspecified)
-      event.reason = core::ErrorReason::kInternal;
-    event.message = std::move(message);
+    core::PhaseEvent event =
+        NotLoadedEvent(files.manifest.ok() ? files.manifest->name : dir.filename().string(), status,
+                       std::move(message));
+    if (files.manifest.ok()) event.bundle_version = files.manifest->version;
     return event;
   }
 

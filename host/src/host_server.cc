@@ -11,6 +11,7 @@
 #include "host/src/grpc_workarounds.h"
 #include "host/src/health_service.h"
 #include "host/src/listeners.h"
+#include "host/src/not_loaded_event.h"
 #include "host/src/operation_worker.h"
 #include "host/src/phase_pipeline.h"
 #include "host/src/phase_stream.h"
@@ -18,7 +19,6 @@
 #include "host/src/reflection_service.h"
 #include "host/src/remote_instances.h"
 #include "polyplug/core/error.h"
-#include "polyplug/core/ids.h"
 #include "polyplug/core/runtime.h"
 
 namespace polyplug::host {
@@ -306,15 +306,9 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
     // see, not only a log line: an event, and part of every snapshot until it loads.
     std::vector<core::PhaseEvent> left_out;
     for (const core::NotLoaded& bundle : not_loaded) {
-      core::PhaseEvent event;
-      event.phase = core::Phase::kFailed;
-      event.bundle_name = bundle.name;
-      event.bundle_id = core::BundleId(bundle.name);
-      event.reason = core::ReasonOf(bundle.status);
-      if (event.reason == ErrorReason::kUnspecified) event.reason = ErrorReason::kInternal;
-      event.message =
-          absl::StrCat("not restored after the host restarted: ", bundle.status.message());
-      left_out.push_back(rt.journal().Append(std::move(event)));
+      left_out.push_back(rt.journal().Append(NotLoadedEvent(
+          bundle.name, bundle.status,
+          absl::StrCat("not restored after the host restarted: ", bundle.status.message()))));
     }
     impl->recovery->NoteNotRestored(std::move(left_out));
   } else if (!roots->empty()) {
