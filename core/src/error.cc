@@ -57,6 +57,18 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kSubscriberFellBehind, "SUBSCRIBER_FELL_BEHIND", absl::StatusCode::kOutOfRange},
     {ErrorReason::kCrashed, "CRASHED", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kShuttingDown, "SHUTTING_DOWN", absl::StatusCode::kUnavailable},
+    {ErrorReason::kUnsignedBundle, "UNSIGNED_BUNDLE", absl::StatusCode::kPermissionDenied},
+    {ErrorReason::kSignatureInvalid, "SIGNATURE_INVALID", absl::StatusCode::kPermissionDenied},
+    {ErrorReason::kUntrustedSigningKey, "UNTRUSTED_SIGNING_KEY",
+     absl::StatusCode::kPermissionDenied},
+    {ErrorReason::kDigestMismatch, "DIGEST_MISMATCH", absl::StatusCode::kInvalidArgument},
+    {ErrorReason::kBundleTooLarge, "BUNDLE_TOO_LARGE", absl::StatusCode::kResourceExhausted},
+    {ErrorReason::kUploadIncomplete, "UPLOAD_INCOMPLETE", absl::StatusCode::kInvalidArgument},
+    {ErrorReason::kUploadPathInvalid, "UPLOAD_PATH_INVALID", absl::StatusCode::kInvalidArgument},
+    {ErrorReason::kNoSpace, "NO_SPACE", absl::StatusCode::kResourceExhausted},
+    {ErrorReason::kNoDeployRoot, "NO_DEPLOY_ROOT", absl::StatusCode::kFailedPrecondition},
+    {ErrorReason::kRequestIdReused, "REQUEST_ID_REUSED", absl::StatusCode::kAlreadyExists},
+    {ErrorReason::kOperationNotFound, "OPERATION_NOT_FOUND", absl::StatusCode::kNotFound},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

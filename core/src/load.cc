@@ -29,6 +29,9 @@ absl::StatusOr<BundleInfo> Runtime::Impl::LoadLocked(const BundleSource& source,
   auto manifest = LoadManifest(elsewhere ? source.files : source.dir);
   if (!manifest.ok()) return manifest.status();
   manifest->dir = CanonicalDir(manifest->dir);
+  // The signature of the files about to be read, which are the copy's when loading one.
+  auto signature = CheckSignature(*manifest, "loading");
+  if (!signature.ok()) return signature.status();
   // The artifact is read where the files are; the bundle lives in its own directory.
   const Manifest files = *manifest;
   if (elsewhere) manifest->dir = CanonicalDir(source.dir);
@@ -53,6 +56,9 @@ absl::StatusOr<BundleInfo> Runtime::Impl::LoadLocked(const BundleSource& source,
   if (!artifact.ok()) return artifact.status();
   auto staged = StageAndAdmit(*manifest, *artifact);
   if (!staged.ok()) return staged.status();
+  if (absl::Status s = CheckArtifactSigned(*signature, *manifest, *artifact, *staged, "loading");
+      !s.ok())
+    return s;
   auto image = OpenAndInit(*manifest, *std::move(staged));
   if (!image.ok()) return image.status();
   auto& [library, staged_registrations] = *image;
@@ -64,11 +70,13 @@ absl::StatusOr<BundleInfo> Runtime::Impl::LoadLocked(const BundleSource& source,
   PhaseEvent event = BaseEvent(Phase::kLoaded, *manifest);
   event.reload_id = event.root_reload_id = NextOperationId();
   event.artifact_sha256 = library->sha256();
+  event.signing_key = signature->signing_key;
   LoadedBundle bundle;
   bundle.manifest = *manifest;
   bundle.artifact = *artifact;
   bundle.library = std::move(library);
   bundle.declared = manifest->DeclaredContractIds();
+  bundle.signing_key = signature->signing_key;
   {
     std::lock_guard<std::mutex> lock(bundles_mu_);
     bundles_[manifest->id] = std::move(bundle);

@@ -136,6 +136,10 @@ absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reloa
                      current.name, "\" but the manifest now says \"", manifest->name,
                      "\"; unload and load to rename a bundle")));
   }
+  // The signature of the new version's files: checked on every reload, not only on load
+  // (polyplug checks at load only). A refusal fires FAILED before PREPARING, as at step 5.
+  absl::StatusOr<SignatureCheck> signature = CheckSignature(*manifest, "reloading");
+  if (!signature.ok()) return fail(signature.status());
 
   // Step 4: the loader. One that cannot hot reload refuses the request with no event.
   if (manifest->loader != NativeLoader::kName) return NoLoader(*manifest);
@@ -154,6 +158,9 @@ absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reloa
   if (!artifact.ok()) return fail(artifact.status());
   absl::StatusOr<StagedArtifact> staged = StageAndAdmit(*manifest, *artifact, &sha256);
   if (!staged.ok()) return fail(staged.status());
+  if (absl::Status s = CheckArtifactSigned(*signature, *manifest, *artifact, *staged, "reloading");
+      !s.ok())
+    return fail(s);
 
   // Step 6: PREPARING. Listeners destroy the bundle's instances now, while its code is
   // still the one they were made with; what is still alive afterwards is logged, never
@@ -205,6 +212,7 @@ absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reloa
     b.manifest = *manifest;
     b.artifact = *artifact;
     b.declared = manifest->DeclaredContractIds();
+    b.signing_key = signature->signing_key;
     ++b.reload_count;
   }
 
@@ -217,6 +225,7 @@ absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reloa
   swapped.parent_reload_id = parent_id;
   swapped.manifest = *std::move(manifest);
   swapped.artifact_sha256 = sha256;
+  swapped.signing_key = signature->signing_key;
   swapped.old_contracts = std::move(old_contracts);
   return absl::OkStatus();
 }
@@ -282,6 +291,7 @@ void Runtime::Impl::EmitReloaded(uint64_t bundle_id, uint64_t root_id, Operation
   const Swapped& swapped = ctx.swapped.at(bundle_id);
   PhaseEvent reloaded = BaseEvent(Phase::kReloaded, swapped.manifest);
   reloaded.artifact_sha256 = swapped.artifact_sha256;
+  reloaded.signing_key = swapped.signing_key;
   reloaded.reload_id = swapped.reload_id;
   reloaded.parent_reload_id = swapped.parent_reload_id;
   reloaded.root_reload_id = root_id;

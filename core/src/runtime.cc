@@ -27,8 +27,10 @@ fs::path CanonicalDir(const fs::path& path) {
 
 Runtime::Impl::Impl(Runtime* runtime, fs::path state_dir, bool owns_state_dir)
     : runtime_(runtime),
+      // A signature policy binds the staged bytes to the signed SHA-256, so it hashes.
       loader_(state_dir, runtime->options_.hash_artifacts ||
-                             static_cast<bool>(runtime->options_.admit_artifact)),
+                             static_cast<bool>(runtime->options_.admit_artifact) ||
+                             runtime->options_.signature_policy != SignaturePolicy::kOff),
       state_dir_(std::move(state_dir)),
       owns_state_dir_(owns_state_dir) {
   api_.runtime = this;
@@ -161,6 +163,7 @@ BundleInfo Runtime::Impl::InfoOf(uint64_t id) {
     for (const ContractRef& ref : b.manifest.provides) info.provides.push_back(ref.ToString());
     info.declared_dependencies = b.declared;
     info.reload_count = b.reload_count;
+    info.signing_key = b.signing_key;
   }
   for (const ContractEntry& e : runtime_->registry_.ListBundle(id)) info.slots.push_back(e.handle);
   return info;
@@ -213,6 +216,13 @@ Runtime::Runtime(RuntimeOptions options)
                options_.journal_capacity) {}
 
 absl::StatusOr<std::unique_ptr<Runtime>> Runtime::Create(RuntimeOptions options) {
+  if (options.signature_policy != SignaturePolicy::kOff &&
+      options.signature_policy != SignaturePolicy::kWarn &&
+      options.signature_policy != SignaturePolicy::kRequired) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("signature_policy ", static_cast<int>(options.signature_policy),
+                                  " is none of off (0), warn (1), required (2)"));
+  }
   bool owns = false;
   std::error_code ec;
   if (options.state_dir.empty()) {
@@ -245,6 +255,14 @@ absl::StatusOr<BundleInfo> Runtime::LoadBundle(const fs::path& path) {
 
 absl::StatusOr<BundleInfo> Runtime::LoadBundle(const BundleSource& source) {
   return impl_->Load(source);
+}
+
+std::vector<std::string> ReloadOutcome::FailedDependents() const {
+  std::vector<std::string> names;
+  for (const PhaseEvent& e : events) {
+    if (e.phase == Phase::kFailed && e.parent_reload_id != 0) names.push_back(e.bundle_name);
+  }
+  return names;
 }
 
 absl::StatusOr<ReloadOutcome> Runtime::ReloadBundle(const fs::path& path) {

@@ -3,6 +3,7 @@
 //
 //   runtime.cc    creation, the loaded-bundle table, events, introspection
 //   load.cc       loading a bundle: manifest, artifact, init window, publication
+//   signature_check.cc  the signature policy on load and reload (docs/SIGNING.md)
 //   reload.cc     the reload flow and its cascade, step by step (docs/SEMANTICS.md §4, §5)
 //   unload.cc     unloading, alone or with dependents first (§6)
 //   host_api.cc   the HostApi table bundles call, and live-instance accounting (§8)
@@ -82,6 +83,7 @@ class Runtime::Impl {
     std::shared_ptr<NativeLibrary> library;  // shared with its registry records
     std::vector<uint64_t> declared;          // contract ids of its [[dependency]] tables
     uint64_t reload_count = 0;
+    std::string signing_key;  // BundleInfo::signing_key
   };
 
   // The bundle whose polyplug_init is running on this thread (the enforcement window).
@@ -100,7 +102,18 @@ class Runtime::Impl {
     uint64_t parent_reload_id = 0;
     Manifest manifest;  // the new version's
     std::string artifact_sha256;
+    std::string signing_key;
     std::vector<uint64_t> old_contracts;  // what it provided before the swap
+  };
+
+  // What the signature policy found for the files of one load or reload.
+  struct SignatureCheck {
+    // The signature holds over the files of `dir`: the bytes loaded must be the bytes signed.
+    bool bound = false;
+    std::filesystem::path dir;
+    std::map<std::string, std::string> file_sha256;  // BundleDigest::file_sha256
+    // Hex of the key, while every check passed (verified, trusted, bytes bound).
+    std::string signing_key;
   };
 
   // What one mutation (load, reload with its cascade, unload) collects as it goes.
@@ -167,6 +180,21 @@ class Runtime::Impl {
   // Closes a library no reader can reach any more, unless retained interfaces still hold
   // it (Registry::Retain): then the last of them closes it.
   void CloseLibrary(std::shared_ptr<NativeLibrary> library, absl::string_view bundle);
+
+  // ---- signature_check.cc
+  // Verifies the files of manifest.dir as RuntimeOptions::signature_policy requires, right
+  // after the manifest was validated; `doing` ("loading", "reloading") words the Warn line.
+  // When the signature holds, `manifest` is replaced by the one parsed from the signed
+  // bytes of manifest.toml. kRequired returns the problem; kWarn logs it and goes on.
+  absl::StatusOr<SignatureCheck> CheckSignature(Manifest& manifest, absl::string_view doing);
+  // The staged copy of `artifact` holds the bytes signed (SIGNATURE_INVALID when it does
+  // not: it changed after its signature was checked). kWarn logs instead.
+  absl::Status CheckArtifactSigned(SignatureCheck& check, const Manifest& manifest,
+                                   const std::filesystem::path& artifact,
+                                   const StagedArtifact& staged, absl::string_view doing);
+  // A problem kWarn lets through: a Warn line in scope "signature" naming the bundle.
+  void WarnSignatureProblem(const Manifest& manifest, absl::string_view problem,
+                            absl::string_view doing) const;
 
   // ---- reload.cc
   absl::StatusOr<ReloadTarget> FindReloadTarget(const std::filesystem::path& path);

@@ -139,9 +139,22 @@ void CrashRecovery::KeepHealthyCopy(const core::BundleInfo& bundle) {
   const fs::path temp = fs::path(dest).concat(absl::StrCat(".", getpid(), ".tmp"));
   fs::remove_all(temp, ec);
   fs::create_directories((temp / relative).parent_path(), ec);
-  fs::copy_file(bundle.dir / "manifest.toml", temp / "manifest.toml", ec);
+  // Every file of the bundle, so that a copy of a signed bundle is a signed bundle (the
+  // signature covers them all; a restore under --signature-policy checks the copy).
+  for (fs::recursive_directory_iterator it(bundle.dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const fs::path from = it->path();
+    const fs::path to = temp / from.lexically_relative(bundle.dir);
+    if (it->is_symlink(ec)) continue;
+    if (it->is_directory(ec)) {
+      fs::create_directories(to, ec);
+    } else if (it->is_regular_file(ec) && from != bundle.artifact) {
+      fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+    }
+  }
   if (!ec) {
     // The private copy holds exactly the bytes that loaded; a hard link costs nothing.
+    fs::remove(temp / relative, ec);
     fs::create_hard_link(bundle.image, temp / relative, ec);
     if (ec) fs::copy_file(bundle.image, temp / relative, ec);
   }

@@ -1,5 +1,6 @@
 #include "polyplug/host/host_server.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "host/src/bundle_watcher.h"
 #include "host/src/crash_recovery.h"
+#include "host/src/deploy_root.h"
 #include "host/src/grpc_workarounds.h"
 #include "host/src/health_service.h"
 #include "host/src/listeners.h"
@@ -73,7 +75,18 @@ absl::StatusOr<std::vector<fs::path>> CheckOptions(const HostServerOptions& opti
     }
     roots.push_back(fs::canonical(root, ec));
   }
-  if (options.watch && roots.empty()) {
+  if (!options.deploy_root.empty()) {
+    std::error_code ec;
+    if (fs::exists(options.deploy_root, ec) && !fs::is_directory(options.deploy_root, ec)) {
+      return MakeError(
+          ErrorReason::kInvalidArgument,
+          absl::StrCat("--deploy-root ", options.deploy_root.string(), " is not a directory"));
+    }
+    if (options.max_bundle_bytes == 0) {
+      return MakeError(ErrorReason::kInvalidArgument, "--max-bundle-bytes must be at least 1");
+    }
+  }
+  if (options.watch && roots.empty() && options.deploy_root.empty()) {
     return MakeError(ErrorReason::kInvalidArgument,
                      "--watch needs a bundle root to watch (--bundles DIR)");
   }
@@ -92,6 +105,8 @@ absl::Status CheckNoRuntimeSettings(const HostServerOptions& options) {
   if (options.hot_reload != defaults.hot_reload) set = "hot_reload";
   if (options.hash_artifacts != defaults.hash_artifacts) set = "hash_artifacts";
   if (options.journal_size != defaults.journal_size) set = "journal_size";
+  if (options.signature_policy != defaults.signature_policy) set = "signature_policy";
+  if (!options.trusted_keys.empty()) set = "trusted_keys";
   if (set != nullptr) {
     return MakeError(ErrorReason::kInvalidArgument,
                      absl::StrCat("HostServerOptions::", set,
@@ -113,6 +128,7 @@ class HostServer::Impl {
   // Declared in the order they are made; destroyed in reverse, which Shutdown() relies on.
   std::unique_ptr<Listeners> listeners;
   std::unique_ptr<CrashRecovery> recovery;       // under --supervise; outlives the runtime
+  std::unique_ptr<DeployRoot> deploy_root;       // with --deploy-root
   std::unique_ptr<core::Runtime> owned_runtime;  // null when serving the application's
   core::Runtime* runtime = nullptr;
   // After the runtime: its instances go before the runtime does.
@@ -169,6 +185,8 @@ absl::Status HostServer::CreateRuntime(const HostServerOptions& options, Impl& i
   runtime_options.journal_capacity = options.journal_size;
   runtime_options.state_dir = options.state_dir;
   runtime_options.hash_artifacts = options.hash_artifacts;
+  runtime_options.signature_policy = options.signature_policy;
+  runtime_options.trusted_keys = options.trusted_keys;
   if (!options.supervisor_state.empty()) {
     auto recovery = CrashRecovery::Start(options.supervisor_state, options.supervisor_restart,
                                          options.supervisor_fd);
@@ -240,6 +258,15 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
       !options.auth_token.empty(), options.insecure_remote});
   if (!listeners.ok()) return listeners.status();
   impl->listeners = *std::move(listeners);
+  if (!options.deploy_root.empty()) {
+    auto deploy_root = DeployRoot::Open(options.deploy_root,
+                                        UploadLimits{.max_bundle_bytes = options.max_bundle_bytes});
+    if (!deploy_root.ok()) return deploy_root.status();
+    impl->deploy_root = *std::move(deploy_root);
+    if (std::find(roots->begin(), roots->end(), impl->deploy_root->dir()) == roots->end()) {
+      roots->push_back(impl->deploy_root->dir());
+    }
+  }
   if (application_runtime != nullptr) {
     impl->runtime = application_runtime;
   } else if (absl::Status s = CreateRuntime(options, *impl); !s.ok()) {
@@ -265,6 +292,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   service_options.recovery = impl->recovery.get();
   service_options.operations_wait_for_application = pumped;
   service_options.reply_worker = impl->replies.get();
+  service_options.deploy_root = impl->deploy_root.get();
   impl->service =
       std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, *impl->instances,
                                           *impl->calls, *impl->authorizer, service_options);

@@ -53,6 +53,19 @@ ABSL_FLAG(int64_t, call_threads, 4,
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "How long a reload or unload waits for remote calls in flight on the bundle before "
           "it destroys the bundle's instances anyway.");
+ABSL_FLAG(std::string, signature_policy, "off",
+          "Which bundles load, on every load and reload (docs/SIGNING.md): off; warn (log an "
+          "unsigned or unverifiable bundle, load it anyway); required (refuse it: "
+          "UNSIGNED_BUNDLE, SIGNATURE_INVALID, UNTRUSTED_SIGNING_KEY).");
+ABSL_FLAG(std::vector<std::string>, trusted_key, {},
+          "Verifying key files (32 raw bytes or 64 hex digits, as polyplugctl keygen writes "
+          "verifying.key), comma-separated or repeated: a bundle.sig must be made by one of "
+          "them. None: any valid signature is accepted.");
+ABSL_FLAG(std::string, deploy_root, "",
+          "Take PushBundle uploads (polyplugctl push) into this directory, which the host owns "
+          "(created if missing) and serves as a bundle root: <dir>/<bundle name>.");
+ABSL_FLAG(int64_t, max_bundle_bytes, int64_t{256} << 20,
+          "The largest bundle PushBundle takes (all its files together).");
 ABSL_FLAG(bool, watch, false,
           "Reload a bundle when its files change (a rebuild, a copy, a rename over the "
           "artifact), once the write has settled; load new bundle directories, unload removed "
@@ -158,12 +171,14 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // A push past the file size limit is an error to report (EFBIG), not a reason to die.
+  signal(SIGXFSZ, SIG_IGN);
 
   polyplug::host::HostServerOptions options;
   options.listen = listen;
   for (const std::string& root : bundles) options.bundle_roots.push_back(root);
 #ifdef POLYPLUG_DEFAULT_BUNDLE_ROOT
-  if (options.bundle_roots.empty()) {
+  if (options.bundle_roots.empty() && absl::GetFlag(FLAGS_deploy_root).empty()) {
     std::error_code ec;
     if (std::filesystem::is_directory(POLYPLUG_DEFAULT_BUNDLE_ROOT, ec)) {
       options.bundle_roots.push_back(POLYPLUG_DEFAULT_BUNDLE_ROOT);
@@ -185,6 +200,9 @@ int main(int argc, char** argv) {
   options.call_threads =
       static_cast<size_t>(std::clamp<int64_t>(absl::GetFlag(FLAGS_call_threads), 1, 256));
   options.drain_timeout = std::max(absl::ZeroDuration(), absl::GetFlag(FLAGS_drain_timeout));
+  options.deploy_root = absl::GetFlag(FLAGS_deploy_root);
+  options.max_bundle_bytes =
+      static_cast<uint64_t>(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_bundle_bytes)));
   options.watch = absl::GetFlag(FLAGS_watch);
   options.watch_settle = std::max(absl::Milliseconds(10), absl::GetFlag(FLAGS_watch_settle));
   options.instance_idle_timeout =
@@ -203,6 +221,30 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_auth_token_file).empty() && options.auth_token.empty()) {
     std::fprintf(stderr, "polyplug-host: --auth-token-file %s is empty\n",
                  absl::GetFlag(FLAGS_auth_token_file).c_str());
+    return 2;
+  }
+
+  auto policy = polyplug::core::ParseSignaturePolicy(absl::GetFlag(FLAGS_signature_policy));
+  if (!policy.ok()) {
+    std::fprintf(stderr, "polyplug-host: --signature-policy: %s\n",
+                 std::string(policy.status().message()).c_str());
+    return 2;
+  }
+  options.signature_policy = *policy;
+  for (const std::string& file : absl::GetFlag(FLAGS_trusted_key)) {
+    auto key = polyplug::core::ReadPublicKeyFile(file);
+    if (!key.ok()) {
+      std::fprintf(stderr, "polyplug-host: --trusted-key %s: %s\n", file.c_str(),
+                   std::string(key.status().message()).c_str());
+      return 2;
+    }
+    options.trusted_keys.push_back(*key);
+  }
+  if (!options.trusted_keys.empty() &&
+      options.signature_policy == polyplug::core::SignaturePolicy::kOff) {
+    std::fprintf(stderr,
+                 "polyplug-host: --trusted-key needs --signature-policy warn or required (with "
+                 "off, no signature is checked)\n");
     return 2;
   }
 

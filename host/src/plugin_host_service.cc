@@ -1,6 +1,7 @@
 #include "host/src/plugin_host_service.h"
 
 #include <atomic>
+#include <cstdio>
 
 #include <utility>
 
@@ -8,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/src/paths.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "host/src/session_stream.h"
 #include "host/src/status_mapping.h"
 #include "polyplug/core/error.h"
@@ -115,52 +118,34 @@ bool Expired(grpc::CallbackServerContext* context) {
 }
 }  // namespace
 
-// The reactor of a load, reload or unload. Such a call may wait long for its turn (the
-// worker, or an application's RunPendingOperations); a caller that gives up meanwhile gets
-// its answer at once and the call's resources go, instead of at the operation's turn. Who
-// finishes the call is decided once, through `state`, which the posted task shares and
-// which outlives the reactor: the task (kClaimed: it runs the operation), the cancellation
-// (kAbandoned: the task then touches nothing of the call), or, while the call is still
-// being checked (kChecking), the check that refuses it.
-class OperationReactor final : public grpc::ServerUnaryReactor {
+// The reactor of a load, reload or unload (see OperationCall).
+class OperationReactor final : public grpc::ServerUnaryReactor, public OperationCall {
  public:
-  enum State : int { kChecking, kWaiting, kClaimed, kAbandoned };
-
-  const std::shared_ptr<std::atomic<int>>& state() const { return state_; }
-  // The call waits for its turn from now on; `what` ("reload", ...) names it in messages.
-  void Queue(std::string what) {
-    what_ = std::move(what);
-    int expected = kChecking;
-    state_->compare_exchange_strong(expected, kWaiting);
-  }
-  static bool Claim(std::atomic<int>& state) {
-    int expected = kWaiting;
-    return state.compare_exchange_strong(expected, kClaimed);
-  }
-
-  void OnCancel() override {
-    int expected = kWaiting;
-    if (!state_->compare_exchange_strong(expected, kAbandoned)) return;
-    Finish(grpc::Status(grpc::StatusCode::CANCELLED,
-                        absl::StrCat("the caller gave up before the ", what_,
-                                     " started (its deadline passed, or it cancelled); it did "
-                                     "not run")));
-  }
+  void FinishCall(grpc::Status status) override { Finish(std::move(status)); }
+  void OnCancel() override { AbandonIfWaiting(); }
   void OnDone() override { delete this; }
-
- private:
-  const std::shared_ptr<std::atomic<int>> state_ = std::make_shared<std::atomic<int>>(kChecking);
-  std::string what_;
 };
 
-void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
-                                      OperationReactor* reactor, absl::string_view what,
-                                      std::function<grpc::Status()> run) {
+void PluginHostService::PostOperation(grpc::CallbackServerContext* context, OperationCall* reactor,
+                                      absl::string_view what, std::function<grpc::Status()> run,
+                                      std::string request_id,
+                                      const google::protobuf::Message* response) {
   reactor->Queue(std::string(what));
   worker_.Post(
       [this, context, reactor, state = reactor->state(), what = std::string(what),
-       run = std::move(run)] {
-        if (!OperationReactor::Claim(*state)) return;  // the call ended while it waited
+       run = std::move(run), request_id, response] {
+        if (!OperationCall::Claim(*state)) {  // the call ended while it waited
+          if (!request_id.empty()) {
+            operation_log_.Forget(request_id, grpc::Status(grpc::StatusCode::CANCELLED,
+                                                           absl::StrCat("the first call with this "
+                                                                        "request_id gave up "
+                                                                        "before the ",
+                                                                        what,
+                                                                        " started; it did "
+                                                                        "not run")));
+          }
+          return;
+        }
         // A caller that gave up just now (its cancellation not delivered yet) is answered
         // so: nobody would learn the outcome of an operation run for it.
         grpc::Status status;
@@ -168,28 +153,153 @@ void PluginHostService::PostOperation(grpc::CallbackServerContext* context,
           status = grpc::Status(
               Expired(context) ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED,
               absl::StrCat("the caller gave up before the ", what, " started; it did not run"));
+          if (!request_id.empty()) operation_log_.Forget(request_id, status);
         } else {
           status = run();
+          // What a retry, or GetOperation, answers from now on.
+          if (!request_id.empty()) {
+            operation_log_.Finish(request_id, status,
+                                  status.ok() ? response->SerializeAsString() : "");
+          }
         }
         // Sending the reply is gRPC's work: not on an application's thread, which runs
         // the operation at its frame boundary and must get back to its frame.
         if (options_.reply_worker == nullptr) {
-          reactor->Finish(std::move(status));
+          reactor->FinishCall(std::move(status));
           return;
         }
-        options_.reply_worker->Post([reactor, status] { reactor->Finish(status); },
-                                    [reactor, status] { reactor->Finish(status); });
+        options_.reply_worker->Post([reactor, status] { reactor->FinishCall(status); },
+                                    [reactor, status] { reactor->FinishCall(status); });
       },
-      [this, context, reactor, state = reactor->state(), what = std::string(what)] {
-        if (!OperationReactor::Claim(*state)) return;
+      [this, context, reactor, state = reactor->state(), what = std::string(what), request_id] {
         const std::string message =
             options_.operations_wait_for_application
                 ? absl::StrCat("the application stopped the host before its loop ran this ", what,
                                " (it waited for RunPendingOperations); it did not run")
                 : absl::StrCat("polyplug-host shut down before it ran this ", what,
                                "; it did not run");
-        reactor->Finish(ToGrpcStatus(MakeError(ErrorReason::kShuttingDown, message), context));
+        const grpc::Status status =
+            ToGrpcStatus(MakeError(ErrorReason::kShuttingDown, message), nullptr);
+        if (!request_id.empty()) operation_log_.Forget(request_id, status);
+        if (!OperationCall::Claim(*state)) return;
+        reactor->FinishCall(ToGrpcStatus(MakeError(ErrorReason::kShuttingDown, message), context));
       });
+}
+
+namespace {
+// The reason token a status made by ToGrpcStatus starts its message with ("[TOKEN] ...").
+std::string ReasonTokenIn(const grpc::Status& status) {
+  const std::string& message = status.error_message();
+  const size_t end = message.find(']');
+  if (message.empty() || message[0] != '[' || end == std::string::npos) return "";
+  return message.substr(1, end - 1);
+}
+
+// What a request asks, without its request_id: a retry has the same.
+template <typename Request>
+std::string FingerprintOf(Request request) {
+  request.clear_request_id();
+  std::string bytes;
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  request.SerializeToCodedStream(&coded);
+  coded.Trim();
+  return bytes;
+}
+}  // namespace
+
+bool PluginHostService::AnsweredFromLog(grpc::CallbackServerContext* context, OperationCall* call,
+                                        absl::string_view method, const std::string& request_id,
+                                        const std::string& fingerprint,
+                                        google::protobuf::Message* response) {
+  if (request_id.empty()) return false;
+  if (absl::Status s = OperationLog::CheckRequestId(request_id); !s.ok()) {
+    call->FinishCall(ToGrpcStatus(s, context));
+    return true;
+  }
+  LoggedOperation seen;
+  switch (operation_log_.Admit(request_id, method, fingerprint, &seen)) {
+    case OperationLog::Admission::kNew:
+      return false;
+    case OperationLog::Admission::kConflict:
+      call->FinishCall(ToGrpcStatus(
+          MakeError(ErrorReason::kRequestIdReused,
+                    absl::StrCat("request_id \"", request_id, "\" was used at ",
+                                 absl::FormatTime(seen.started), " for another request (",
+                                 seen.method == method ? "other arguments" : "a " + seen.method,
+                                 "); a new request needs a new id")),
+          context));
+      return true;
+    case OperationLog::Admission::kDuplicate:
+      break;
+  }
+  // A retry: the first call's outcome, now or when it is done.
+  call->Queue(absl::StrCat("retry of ", method));
+  operation_log_.Await(
+      request_id, [call, state = call->state(), context, response](const LoggedOperation& op) {
+        if (!OperationCall::Claim(*state)) return;  // this retry gave up meanwhile
+        if (op.status.ok()) {
+          response->ParseFromString(op.response);
+        } else if (const std::string token = ReasonTokenIn(op.status); !token.empty()) {
+          context->AddTrailingMetadata(wire::kReasonTrailer, token);
+        }
+        call->FinishCall(op.status);
+      });
+  return true;
+}
+
+grpc::ServerUnaryReactor* PluginHostService::GetOperation(grpc::CallbackServerContext* context,
+                                                          const v1::GetOperationRequest* request,
+                                                          v1::Operation* response) {
+  auto* reactor = new OperationReactor();  // deletes itself when the call is done
+  if (Unauthorized(context, reactor)) return reactor;
+  const std::string& id = request->request_id();
+  if (Reject(context, reactor, OperationLog::CheckRequestId(id))) return reactor;
+  auto fill = [this, response](const LoggedOperation& op) {
+    response->set_request_id(op.request_id);
+    response->set_method(op.method);
+    response->set_done(op.done);
+    *response->mutable_started() = wire::ToProto(op.started);
+    response->set_host_epoch(runtime_.host_epoch());
+    if (!op.done) return;
+    *response->mutable_finished() = wire::ToProto(op.finished);
+    response->set_code(static_cast<int32_t>(op.status.error_code()));
+    if (!op.status.ok()) {
+      response->set_message(op.status.error_message());
+      response->set_reason(wire::ReasonOfToken(ReasonTokenIn(op.status)));
+      return;
+    }
+    google::protobuf::Message* out = nullptr;
+    if (op.method == "Reload") out = response->mutable_reload();
+    if (op.method == "LoadBundle") out = response->mutable_load();
+    if (op.method == "UnloadBundle") out = response->mutable_unload();
+    if (op.method == "PushBundle") out = response->mutable_push();
+    if (out != nullptr) out->ParseFromString(op.response);
+  };
+  LoggedOperation op;
+  if (!operation_log_.Find(id, &op)) {
+    Reject(context, reactor,
+           MakeError(ErrorReason::kOperationNotFound,
+                     absl::StrCat("this host (epoch ", runtime_.host_epoch(),
+                                  ") remembers no operation with request_id \"", id,
+                                  "\": it never arrived, did not run (its caller gave up before "
+                                  "its turn), is older than the last 1024, or the host "
+                                  "restarted since")));
+    return reactor;
+  }
+  if (op.done || !request->wait()) {
+    fill(op);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  reactor->Queue("wait for the operation");
+  operation_log_.Await(id, [reactor, state = reactor->state(), fill](const LoggedOperation& op) {
+    if (!OperationCall::Claim(*state)) return;
+    fill(op);
+    reactor->FinishCall(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext* context,
@@ -216,33 +326,40 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
           MakeError(ErrorReason::kInvalidArgument, "set 'name' or 'path' of the bundle to reload"));
       return reactor;
   }
-  PostOperation(context, reactor, "reload", [this, context, response, name, path] {
-    auto outcome = name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
-    if (!outcome.ok()) {
-      return ToGrpcStatus(outcome.status(), context);
-    }
-    // A reload whose cascade left a dependent behind is not RELOADED: a check of `outcome`
-    // alone (a CI script, grpcurl) must not read it as a success.
-    for (const core::PhaseEvent& e : outcome->events) {
-      if (e.phase == core::Phase::kFailed && e.parent_reload_id != 0) {
-        response->add_failed_dependents(e.bundle_name);
-      }
-    }
-    response->set_outcome(!outcome->ok() ? v1::RELOAD_OUTCOME_FAILED
-                          : response->failed_dependents_size() > 0
-                              ? v1::RELOAD_OUTCOME_DEPENDENTS_FAILED
-                              : v1::RELOAD_OUTCOME_RELOADED);
-    if (!outcome->ok()) {
-      response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
-      response->set_message(std::string(outcome->status.message()));
-    }
-    response->set_reload_id(outcome->reload_id);
-    for (const core::PhaseEvent& e : outcome->events) ToProto(e, response->add_events());
-    if (!outcome->events.empty()) response->set_bundle_name(outcome->events.front().bundle_name);
-    response->set_registry_revision(outcome->registry_revision);
-    response->set_host_epoch(runtime_.host_epoch());
-    return grpc::Status::OK;
-  });
+  if (AnsweredFromLog(context, reactor, "Reload", request->request_id(), FingerprintOf(*request),
+                      response)) {
+    return reactor;
+  }
+  PostOperation(
+      context, reactor, "reload",
+      [this, context, response, name, path] {
+        auto outcome =
+            name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
+        if (!outcome.ok()) {
+          return ToGrpcStatus(outcome.status(), context);
+        }
+        // A reload whose cascade left a dependent behind is not RELOADED: a check of `outcome`
+        // alone (a CI script, grpcurl) must not read it as a success.
+        for (const std::string& dependent : outcome->FailedDependents()) {
+          response->add_failed_dependents(dependent);
+        }
+        response->set_outcome(!outcome->ok() ? v1::RELOAD_OUTCOME_FAILED
+                              : response->failed_dependents_size() > 0
+                                  ? v1::RELOAD_OUTCOME_DEPENDENTS_FAILED
+                                  : v1::RELOAD_OUTCOME_RELOADED);
+        if (!outcome->ok()) {
+          response->set_reason(ToProtoReason(core::ReasonOf(outcome->status)));
+          response->set_message(std::string(outcome->status.message()));
+        }
+        response->set_reload_id(outcome->reload_id);
+        for (const core::PhaseEvent& e : outcome->events) ToProto(e, response->add_events());
+        if (!outcome->events.empty())
+          response->set_bundle_name(outcome->events.front().bundle_name);
+        response->set_registry_revision(outcome->registry_revision);
+        response->set_host_epoch(runtime_.host_epoch());
+        return grpc::Status::OK;
+      },
+      request->request_id(), response);
   return reactor;
 }
 
@@ -253,20 +370,27 @@ grpc::ServerUnaryReactor* PluginHostService::LoadBundle(grpc::CallbackServerCont
   if (Unauthorized(context, reactor)) return reactor;
   auto confined = ConfinePath(request->path());
   if (Reject(context, reactor, confined.status())) return reactor;
-  PostOperation(context, reactor, "load", [this, context, response, path = *confined] {
-    const uint64_t before = runtime_.journal().last_seq();
-    auto info = runtime_.LoadBundle(path);
-    if (!info.ok()) {
-      return ToGrpcStatus(info.status(), context);
-    }
-    ToProto(*info, runtime_, response->mutable_bundle());
-    for (const core::PhaseEvent& e : EventsAfter(before)) {
-      if (e.bundle_id == info->id && e.phase == core::Phase::kLoaded)
-        ToProto(e, response->mutable_event());
-    }
-    response->set_registry_revision(runtime_.registry().revision());
-    return grpc::Status::OK;
-  });
+  if (AnsweredFromLog(context, reactor, "LoadBundle", request->request_id(),
+                      FingerprintOf(*request), response)) {
+    return reactor;
+  }
+  PostOperation(
+      context, reactor, "load",
+      [this, context, response, path = *confined] {
+        const uint64_t before = runtime_.journal().last_seq();
+        auto info = runtime_.LoadBundle(path);
+        if (!info.ok()) {
+          return ToGrpcStatus(info.status(), context);
+        }
+        ToProto(*info, runtime_, response->mutable_bundle());
+        for (const core::PhaseEvent& e : EventsAfter(before)) {
+          if (e.bundle_id == info->id && e.phase == core::Phase::kLoaded)
+            ToProto(e, response->mutable_event());
+        }
+        response->set_registry_revision(runtime_.registry().revision());
+        return grpc::Status::OK;
+      },
+      request->request_id(), response);
   return reactor;
 }
 
@@ -276,23 +400,233 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
   auto* reactor = new OperationReactor();  // deletes itself when the call is done
   if (Unauthorized(context, reactor)) return reactor;
   if (Reject(context, reactor, CheckName("name", request->name()))) return reactor;
-  PostOperation(context, reactor, "unload",
-                [this, context, response, name = request->name(), cascade = request->cascade()] {
-                  const uint64_t before = runtime_.journal().last_seq();
-                  auto unloaded =
-                      runtime_.UnloadBundle(name, cascade ? core::UnloadMode::kCascade
-                                                          : core::UnloadMode::kRefuseIfInUse);
-                  if (!unloaded.ok()) {
-                    return ToGrpcStatus(unloaded.status(), context);
-                  }
-                  for (const std::string& n : *unloaded) response->add_unloaded(n);
-                  for (const core::PhaseEvent& e : EventsAfter(before)) {
-                    if (e.phase == core::Phase::kUnloading) ToProto(e, response->add_events());
-                  }
-                  response->set_registry_revision(runtime_.registry().revision());
-                  return grpc::Status::OK;
-                });
+  if (AnsweredFromLog(context, reactor, "UnloadBundle", request->request_id(),
+                      FingerprintOf(*request), response)) {
+    return reactor;
+  }
+  PostOperation(
+      context, reactor, "unload",
+      [this, context, response, name = request->name(), cascade = request->cascade()] {
+        const uint64_t before = runtime_.journal().last_seq();
+        auto unloaded = runtime_.UnloadBundle(
+            name, cascade ? core::UnloadMode::kCascade : core::UnloadMode::kRefuseIfInUse);
+        if (!unloaded.ok()) {
+          return ToGrpcStatus(unloaded.status(), context);
+        }
+        for (const std::string& n : *unloaded) response->add_unloaded(n);
+        for (const core::PhaseEvent& e : EventsAfter(before)) {
+          if (e.phase == core::Phase::kUnloading) ToProto(e, response->add_events());
+        }
+        response->set_registry_revision(runtime_.registry().revision());
+        return grpc::Status::OK;
+      },
+      request->request_id(), response);
   return reactor;
+}
+
+// The reactor of a PushBundle: receives the upload, writing and checking it as it
+// arrives, then posts its placement and load or reload as an operation (OperationCall).
+// Reads one message at a time, so a slow disk slows the sender instead of filling memory.
+class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
+                          public OperationCall {
+ public:
+  PushReactor(PluginHostService& service, grpc::CallbackServerContext* context,
+              v1::PushBundleResponse* response)
+      : service_(service), context_(context), response_(response) {}
+
+  void Start() {
+    if (grpc::Status auth = service_.authorizer_.Check(context_); !auth.ok()) {
+      return FinishCall(auth);
+    }
+    if (service_.options_.deploy_root == nullptr) {
+      return Refuse(MakeError(ErrorReason::kNoDeployRoot,
+                              "this host takes no pushes: start polyplug-host with "
+                              "--deploy-root DIR (a directory it owns for pushed bundles)"));
+    }
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return OnUploadEnd();
+    if (!upload_) {
+      if (Begin()) StartRead(&request_);
+      return;
+    }
+    absl::Status status;
+    if (request_.part_case() != v1::PushBundleRequest::kData) {
+      status = MakeError(ErrorReason::kInvalidArgument,
+                         "a PushBundle upload has one header, in its first message; the "
+                         "messages after it carry 'data'");
+    } else {
+      status = upload_->Append(request_.data());
+    }
+    if (!status.ok()) return Refuse(status);
+    StartRead(&request_);
+  }
+
+  void FinishCall(grpc::Status status) override { Finish(std::move(status)); }
+  void OnCancel() override { AbandonIfWaiting(); }
+  void OnDone() override { delete this; }
+
+ private:
+  // Ends the call with `status`; the upload's files go first, then a log line says so. An
+  // upload that failed did not run: a retry with its request_id sends it again.
+  void Refuse(const absl::Status& status) {
+    if (!request_id_.empty()) {
+      service_.operation_log_.Forget(request_id_, ToGrpcStatus(status, nullptr));
+    }
+    Drop(absl::StrCat("refused: [", core::ReasonToken(core::ReasonOf(status)), "] ",
+                      status.message()));
+    FinishCall(ToGrpcStatus(status, context_));
+  }
+
+  void Drop(absl::string_view why) {
+    const std::string name = upload_ ? upload_->header().bundle_name : "";
+    const uint64_t received = upload_ ? upload_->bytes_received() : 0;
+    upload_.reset();
+    std::fprintf(stderr, "polyplug-host: push%s%s after %llu bytes %s; nothing was placed\n",
+                 name.empty() ? "" : " of ", name.c_str(),
+                 static_cast<unsigned long long>(received), std::string(why).c_str());
+  }
+
+  // The header: refused, a retry answered from the operation log (false: read no more), or
+  // the start of the upload (true: read on).
+  bool Begin() {
+    if (request_.part_case() != v1::PushBundleRequest::kHeader) {
+      Refuse(MakeError(ErrorReason::kInvalidArgument,
+                       "the first message of a PushBundle upload must be its 'header'"));
+      return false;
+    }
+    v1::PushBundleHeader& header = *request_.mutable_header();
+    if (service_.AnsweredFromLog(context_, this, "PushBundle", header.request_id(),
+                                 FingerprintOf(header), response_)) {
+      return false;
+    }
+    request_id_ = header.request_id();
+    UploadHeader parsed;
+    parsed.bundle_name = std::move(*header.mutable_bundle_name());
+    parsed.bundle_digest = std::move(*header.mutable_bundle_digest());
+    for (v1::PushedFile& file : *header.mutable_files()) {
+      parsed.files.push_back(UploadFile{std::move(*file.mutable_path()), file.size(),
+                                        std::move(*file.mutable_sha256()), file.executable()});
+    }
+    auto upload = service_.options_.deploy_root->BeginUpload(std::move(parsed));
+    if (!upload.ok()) {
+      Refuse(upload.status());
+      return false;
+    }
+    upload_ = *std::move(upload);
+    std::fprintf(stderr, "polyplug-host: push of %s: receiving %llu bytes in %zu files\n",
+                 upload_->header().bundle_name.c_str(),
+                 static_cast<unsigned long long>(upload_->bytes_expected()),
+                 upload_->header().files.size());
+    return true;
+  }
+
+  // The sender closed its side (or went away).
+  void OnUploadEnd() {
+    if (context_->IsCancelled()) {
+      const uint64_t received = upload_ ? upload_->bytes_received() : 0;
+      if (!request_id_.empty()) {
+        service_.operation_log_.Forget(
+            request_id_, grpc::Status(grpc::StatusCode::CANCELLED,
+                                      "the first upload with this request_id was cancelled"));
+      }
+      Drop("cancelled by the client");
+      return FinishCall(grpc::Status(
+          grpc::StatusCode::CANCELLED,
+          absl::StrCat("the upload was cancelled after ", received,
+                       " bytes; nothing was placed and the running version is unchanged")));
+    }
+    if (!upload_) {
+      return Refuse(MakeError(ErrorReason::kInvalidArgument, "the upload ended before its header"));
+    }
+    if (absl::Status s = upload_->Finish(); !s.ok()) return Refuse(s);
+    service_.PostDeploy(context_, this, std::shared_ptr<BundleUpload>(std::move(upload_)),
+                        request_id_, response_);
+  }
+
+  PluginHostService& service_;
+  grpc::CallbackServerContext* const context_;
+  v1::PushBundleResponse* const response_;
+  v1::PushBundleRequest request_;
+  std::unique_ptr<BundleUpload> upload_;
+  std::string request_id_;  // admitted as new: the log waits for this upload's outcome
+};
+
+grpc::ServerReadReactor<v1::EchoRequest>* PluginHostService::EchoStream(
+    grpc::CallbackServerContext* context, v1::EchoStreamResponse* response) {
+  // Counts what arrives, one message at a time, as PushReactor reads.
+  class Reactor final : public grpc::ServerReadReactor<v1::EchoRequest> {
+   public:
+    explicit Reactor(v1::EchoStreamResponse* response) : response_(response) {}
+    void Start() { StartRead(&request_); }
+    void OnReadDone(bool ok) override {
+      if (!ok) return Finish(grpc::Status::OK);
+      response_->set_bytes(response_->bytes() + request_.payload().size());
+      response_->set_messages(response_->messages() + 1);
+      StartRead(&request_);
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    v1::EchoStreamResponse* const response_;
+    v1::EchoRequest request_;
+  };
+  auto* reactor = new Reactor(response);  // deletes itself when done
+  if (grpc::Status auth = authorizer_.Check(context); !auth.ok()) {
+    reactor->Finish(auth);
+  } else {
+    reactor->Start();
+  }
+  return reactor;
+}
+
+grpc::ServerReadReactor<v1::PushBundleRequest>* PluginHostService::PushBundle(
+    grpc::CallbackServerContext* context, v1::PushBundleResponse* response) {
+  auto* reactor = new PushReactor(*this, context, response);  // deletes itself when done
+  reactor->Start();
+  return reactor;
+}
+
+void PluginHostService::PostDeploy(grpc::CallbackServerContext* context, OperationCall* call,
+                                   std::shared_ptr<BundleUpload> upload,
+                                   const std::string& request_id,
+                                   v1::PushBundleResponse* response) {
+  PostOperation(
+      context, call, "push",
+      [this, upload = std::move(upload), response]() mutable {
+        DeployOutcome out = options_.deploy_root->Deploy(runtime_, *upload);
+        switch (out.action) {
+          case DeployOutcome::Action::kLoaded:
+            response->set_outcome(v1::PUSH_OUTCOME_LOADED);
+            break;
+          case DeployOutcome::Action::kReloaded:
+            response->set_outcome(v1::PUSH_OUTCOME_RELOADED);
+            break;
+          case DeployOutcome::Action::kDependentsFailed:
+            response->set_outcome(v1::PUSH_OUTCOME_DEPENDENTS_FAILED);
+            break;
+          case DeployOutcome::Action::kFailed:
+            response->set_outcome(v1::PUSH_OUTCOME_FAILED);
+            response->set_reason(ToProtoReason(core::ReasonOf(out.failure)));
+            response->set_message(std::string(out.failure.message()));
+            break;
+        }
+        response->set_bundle_name(upload->header().bundle_name);
+        response->set_dir(out.dir.string());
+        response->set_bundle_digest(upload->header().bundle_digest);
+        response->set_bytes_received(upload->bytes_received());
+        response->set_reload_id(out.reload_id);
+        for (const core::PhaseEvent& e : out.events) ToProto(e, response->add_events());
+        for (const std::string& name : out.failed_dependents) response->add_failed_dependents(name);
+        if (out.bundle) ToProto(*out.bundle, runtime_, response->mutable_bundle());
+        response->set_registry_revision(runtime_.registry().revision());
+        response->set_host_epoch(runtime_.host_epoch());
+        upload.reset();  // the files replaced (or refused) go before the caller hears the outcome
+        return grpc::Status::OK;
+      },
+      request_id, response);
 }
 
 absl::StatusOr<core::ContractHandle> PluginHostService::LookUp(

@@ -18,6 +18,9 @@
 #include "absl/time/time.h"
 #include "host/src/authorization.h"
 #include "host/src/crash_recovery.h"
+#include "host/src/deploy_root.h"
+#include "host/src/operation_call.h"
+#include "host/src/operation_log.h"
 #include "host/src/operation_worker.h"
 #include "host/src/phase_stream.h"
 #include "host/src/remote_instances.h"
@@ -26,7 +29,7 @@
 
 namespace polyplug::host {
 
-class OperationReactor;  // plugin_host_service.cc
+class PushReactor;  // plugin_host_service.cc
 
 struct PluginHostServiceOptions {
   std::vector<std::filesystem::path> bundle_roots;  // canonical
@@ -38,6 +41,8 @@ struct PluginHostServiceOptions {
   // Where the calls of those operations are finished (their replies sent); null: on the
   // thread that ran the operation.
   OperationWorker* reply_worker = nullptr;
+  // Where PushBundle places uploads; null: PushBundle is refused.
+  DeployRoot* deploy_root = nullptr;
 };
 
 // PluginHost's callback service with SubscribeReloadPhases raw (ByteBuffer), so that the
@@ -55,7 +60,12 @@ using PluginHostCallbackService = v1::PluginHost::WithCallbackMethod_Reload<
                                     v1::PluginHost::WithCallbackMethod_Invoke<
                                         v1::PluginHost::WithCallbackMethod_DestroyInstance<
                                             v1::PluginHost::WithCallbackMethod_Echo<
-                                                v1::PluginHost::Service>>>>>>>>>>>>>;
+                                                v1::PluginHost::WithCallbackMethod_PushBundle<
+                                                    v1::PluginHost::WithCallbackMethod_EchoStream<
+                                                        v1::PluginHost::
+                                                            WithCallbackMethod_GetOperation<
+                                                                v1::PluginHost::
+                                                                    Service>>>>>>>>>>>>>>>>;
 
 class PluginHostService final : public PluginHostCallbackService {
  public:
@@ -110,13 +120,35 @@ class PluginHostService final : public PluginHostCallbackService {
   grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* context,
                                  const v1::EchoRequest* request,
                                  v1::EchoResponse* response) override;
+  grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
+                                         const v1::GetOperationRequest* request,
+                                         v1::Operation* response) override;
+  grpc::ServerReadReactor<v1::EchoRequest>* EchoStream(grpc::CallbackServerContext* context,
+                                                       v1::EchoStreamResponse* response) override;
+  grpc::ServerReadReactor<v1::PushBundleRequest>* PushBundle(
+      grpc::CallbackServerContext* context, v1::PushBundleResponse* response) override;
 
  private:
-  // Runs `run` (a load, reload or unload, which fills the response and returns the call's
-  // status) on the worker, then finishes the call; says so when it never runs (`what`:
-  // "reload", ...).
-  void PostOperation(grpc::CallbackServerContext* context, OperationReactor* reactor,
-                     absl::string_view what, std::function<grpc::Status()> run);
+  friend class PushReactor;
+  // Runs `run` (a load, reload, unload or push, which fills `response` and returns the
+  // call's status) on the worker, then finishes the call; says so when it never runs
+  // (`what`: "reload", ...). With a `request_id` (admitted by AnsweredFromLog), the outcome
+  // is recorded in the operation log, or forgotten when it did not run.
+  void PostOperation(grpc::CallbackServerContext* context, OperationCall* reactor,
+                     absl::string_view what, std::function<grpc::Status()> run,
+                     std::string request_id = "",
+                     const google::protobuf::Message* response = nullptr);
+  // The request_id step of an operation's call: true when the call is taken care of (the id
+  // is malformed or reused: refused; a retry: answered with the first outcome, now or when
+  // it is done); false when the caller is to run the operation (no id, or a new one, now
+  // recorded as running).
+  bool AnsweredFromLog(grpc::CallbackServerContext* context, OperationCall* call,
+                       absl::string_view method, const std::string& request_id,
+                       const std::string& fingerprint, google::protobuf::Message* response);
+  // Places a received upload and loads or reloads it, as an operation; fills `response`.
+  void PostDeploy(grpc::CallbackServerContext* context, OperationCall* call,
+                  std::shared_ptr<BundleUpload> upload, const std::string& request_id,
+                  v1::PushBundleResponse* response);
   // Finishes `reactor` with UNAUTHENTICATED unless the call carries the token.
   bool Unauthorized(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor);
   // Finishes `reactor` with `status` if it is not OK; returns whether it did.
@@ -145,6 +177,7 @@ class PluginHostService final : public PluginHostCallbackService {
   static constexpr int kInlineCalls = 1;
   std::atomic<int> inline_calls_{0};
   const PluginHostServiceOptions options_;
+  OperationLog operation_log_;
   mutable std::mutex listen_mu_;
   std::vector<std::string> listen_addresses_;
 };

@@ -105,6 +105,28 @@ v1::FailureReason ToProtoReason(core::ErrorReason reason) {
       return v1::FAILURE_REASON_CRASHED;
     case core::ErrorReason::kShuttingDown:
       return v1::FAILURE_REASON_SHUTTING_DOWN;
+    case core::ErrorReason::kUnsignedBundle:
+      return v1::FAILURE_REASON_UNSIGNED_BUNDLE;
+    case core::ErrorReason::kSignatureInvalid:
+      return v1::FAILURE_REASON_SIGNATURE_INVALID;
+    case core::ErrorReason::kUntrustedSigningKey:
+      return v1::FAILURE_REASON_UNTRUSTED_SIGNING_KEY;
+    case core::ErrorReason::kDigestMismatch:
+      return v1::FAILURE_REASON_DIGEST_MISMATCH;
+    case core::ErrorReason::kBundleTooLarge:
+      return v1::FAILURE_REASON_BUNDLE_TOO_LARGE;
+    case core::ErrorReason::kUploadIncomplete:
+      return v1::FAILURE_REASON_UPLOAD_INCOMPLETE;
+    case core::ErrorReason::kUploadPathInvalid:
+      return v1::FAILURE_REASON_UPLOAD_PATH_INVALID;
+    case core::ErrorReason::kNoSpace:
+      return v1::FAILURE_REASON_NO_SPACE;
+    case core::ErrorReason::kNoDeployRoot:
+      return v1::FAILURE_REASON_NO_DEPLOY_ROOT;
+    case core::ErrorReason::kRequestIdReused:
+      return v1::FAILURE_REASON_REQUEST_ID_REUSED;
+    case core::ErrorReason::kOperationNotFound:
+      return v1::FAILURE_REASON_OPERATION_NOT_FOUND;
   }
   return v1::FAILURE_REASON_INTERNAL;
 }
@@ -148,6 +170,7 @@ void ToProto(const core::PhaseEvent& event, v1::ReloadPhaseEvent* out) {
   out->set_registry_revision(event.registry_revision);
   out->set_live_instances(event.live_instances);
   out->set_artifact_sha256(event.artifact_sha256);
+  out->set_signing_key(event.signing_key);
 }
 
 void ToProto(const core::ContractEntry& entry, const core::Runtime& runtime,
@@ -180,6 +203,7 @@ void ToProto(const core::BundleInfo& bundle, const core::Runtime& runtime, v1::B
   for (uint64_t d : bundle.declared_dependencies) out->add_declared_dependencies(d);
   out->set_reload_count(bundle.reload_count);
   out->set_artifact_sha256(bundle.artifact_sha256);
+  out->set_signing_key(bundle.signing_key);
   for (const core::ContractEntry& e : runtime.registry().ListBundle(bundle.id)) {
     v1::ContractHandle* h = out->add_contracts();
     h->set_contract_id(e.contract_id);

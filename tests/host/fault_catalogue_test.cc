@@ -103,31 +103,6 @@ std::string BytesField(uint32_t number, absl::string_view bytes) {
   return absl::StrCat(Varint(uint64_t{number} << 3 | 2), Varint(bytes.size()), bytes);
 }
 
-// The counter's "block" method (tests/bundles/counter.cc) writes '1' to the FIFO
-// <fifos>/started once it runs, then waits for end of file on <fifos>/release. True once the
-// byte came; false when no call wrote it within kCallDeadline (a safety net, not a timing).
-bool WaitForBlockedCall(const fs::path& fifos) {
-  const int fd = open((fifos / "started").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return false;
-  pollfd readable{fd, POLLIN, 0};
-  char byte = 0;
-  const int timeout_ms = static_cast<int>(std::chrono::milliseconds(kCallDeadline).count());
-  const bool started =
-      poll(&readable, 1, timeout_ms) == 1 && read(fd, &byte, 1) == 1 && byte == '1';
-  close(fd);
-  return started;
-}
-
-// Lets a blocked call go on: its open of <fifos>/release returns, and closing gives it end of
-// file. Blocks until the call opens the FIFO, so call it only for a call that runs.
-void ReleaseBlockedCall(const fs::path& fifos) { std::ofstream release(fifos / "release"); }
-
-// The same without blocking, for clean-up paths: does nothing when no call waits.
-void ReleaseBlockedCallIfWaiting(const fs::path& fifos) {
-  const int fd = open((fifos / "release").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd >= 0) close(fd);
-}
-
 // What a bad bundle is applied to: a bundle directory inside the root, its library's file
 // name, its bundle name, and a directory outside every bundle root.
 struct Target {

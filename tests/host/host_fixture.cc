@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <iterator>
 #include <optional>
 #include <system_error>
@@ -19,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
 #include "support/child_process.h"
 
 namespace polyplug::test {
@@ -113,6 +116,7 @@ absl::Status HostProcess::Start() {
   spawn.out = Redirect::Truncate(dir_.path() / "stdout.log");
   spawn.err = Redirect::Truncate(dir_.path() / "stderr.log");
   if (default_listen_) spawn.env.push_back({"XDG_RUNTIME_DIR", dir_.path().string()});
+  spawn.file_size_limit = file_size_limit_;
   absl::StatusOr<pid_t> pid = Spawn(spawn);
   if (!pid.ok()) {
     pid_ = -1;
@@ -442,6 +446,31 @@ std::vector<v1::ReloadPhaseEvent> Subscription::ReadToEnd() {
 grpc::Status Subscription::Finish() {
   if (!status_) status_ = reader_->Finish();
   return *status_;
+}
+
+void MakeBlockFifos(const fs::path& fifos) {
+  fs::create_directories(fifos);
+  ASSERT_EQ(mkfifo((fifos / "started").c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((fifos / "release").c_str(), 0600), 0);
+}
+
+bool WaitForBlockedCall(const fs::path& fifos) {
+  const int fd = open((fifos / "started").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  pollfd readable{fd, POLLIN, 0};
+  char byte = 0;
+  const int timeout_ms = static_cast<int>(std::chrono::milliseconds(kCallDeadline).count());
+  const bool started =
+      poll(&readable, 1, timeout_ms) == 1 && read(fd, &byte, 1) == 1 && byte == '1';
+  close(fd);
+  return started;
+}
+
+void ReleaseBlockedCall(const fs::path& fifos) { std::ofstream release(fifos / "release"); }
+
+void ReleaseBlockedCallIfWaiting(const fs::path& fifos) {
+  const int fd = open((fifos / "release").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd >= 0) close(fd);
 }
 
 }  // namespace polyplug::test

@@ -58,6 +58,9 @@ class HostProcess {
   // Before Start(): pass no --listen at all, so that the host picks its default address,
   // and run it with XDG_RUNTIME_DIR=dir(); address() becomes unix:<dir>/polyplug-host.sock.
   void UseDefaultListenAddress();
+  // Before Start(): the host may not write files larger than `bytes` (RLIMIT_FSIZE): its
+  // disk is full for anything bigger.
+  void SetFileSizeLimit(uint64_t bytes) { file_size_limit_ = bytes; }
 
   // Spawns the host and waits until its channel is connected and GetHostInfo succeeds.
   // On failure the status names what went wrong and carries the host's stderr.
@@ -117,6 +120,7 @@ class HostProcess {
   std::string address_;
   std::vector<std::string> extra_listen_;  // AddListenAddress()
   bool default_listen_ = false;            // UseDefaultListenAddress()
+  uint64_t file_size_limit_ = 0;           // SetFileSizeLimit()
   pid_t pid_ = -1;
   std::optional<int> exit_status_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -152,6 +156,18 @@ std::vector<uint64_t> SeqsOf(
 std::string VersionString(const host::v1::Version& version);
 
 // One SubscribeReloadPhases stream read synchronously.
+// The counter's "block" method (tests/bundles/counter.cc) writes '1' to the FIFO
+// <fifos>/started once it runs, then waits for end of file on <fifos>/release.
+// MakeBlockFifos creates both in `fifos` (created). WaitForBlockedCall is true once the
+// byte came; false when no call wrote it within kCallDeadline (a safety net, not a timing).
+void MakeBlockFifos(const std::filesystem::path& fifos);
+bool WaitForBlockedCall(const std::filesystem::path& fifos);
+// Lets a blocked call go on: its open of <fifos>/release returns, and closing gives it end of
+// file. Blocks until the call opens the FIFO, so call it only for a call that runs.
+void ReleaseBlockedCall(const std::filesystem::path& fifos);
+// The same without blocking, for clean-up paths: does nothing when no call waits.
+void ReleaseBlockedCallIfWaiting(const std::filesystem::path& fifos);
+
 class Subscription {
  public:
   // Opens the stream; `context` usually comes from HostProcess::NewContext().

@@ -306,13 +306,17 @@ void RuntimeTest::TearDown() { DestroyRuntime(); }
 
 void RuntimeTest::CreateRuntime(bool hot_reload_enabled,
                                 decltype(core::RuntimeOptions::admit_artifact) admit) {
-  DestroyRuntime();
   core::RuntimeOptions options;
   options.hot_reload_enabled = hot_reload_enabled;
   options.admit_artifact = std::move(admit);
-  options.state_dir = state_.path();
-  options.log_sink = log_.Sink();
   options.max_log_level = core::LogLevel::kWarn;
+  CreateRuntimeWith(std::move(options));
+}
+
+void RuntimeTest::CreateRuntimeWith(core::RuntimeOptions options) {
+  DestroyRuntime();
+  if (options.state_dir.empty()) options.state_dir = state_.path();
+  if (!options.log_sink) options.log_sink = log_.Sink();
   absl::StatusOr<std::unique_ptr<core::Runtime>> created = core::Runtime::Create(options);
   ASSERT_TRUE(created.ok()) << created.status();
   runtime_ = std::move(*created);

@@ -210,6 +210,8 @@ class RuntimeTest : public ::testing::Test {
   // RuntimeOptions::admit_artifact.
   void CreateRuntime(bool hot_reload_enabled = true,
                      decltype(core::RuntimeOptions::admit_artifact) admit = nullptr);
+  // (Re)creates the runtime with `options`; an empty state_dir or log_sink is the fixture's.
+  void CreateRuntimeWith(core::RuntimeOptions options);
   void DestroyRuntime();
 
   core::Runtime& runtime() { return *runtime_; }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,13 @@ extern char** environ;
 
 namespace polyplug::test {
 namespace {
+
+// In the forked child: async-signal-safe calls only.
+bool LimitFileSize(uint64_t bytes) {
+  if (bytes == 0) return true;
+  const rlimit limit{bytes, bytes};
+  return setrlimit(RLIMIT_FSIZE, &limit) == 0;
+}
 
 namespace fs = std::filesystem;
 
@@ -147,7 +155,8 @@ absl::StatusOr<pid_t> ForkAndExec(const SpawnOptions& options) {
     // The test process may have died between fork and prctl: then nobody would signal us.
     if (prctl(PR_SET_PDEATHSIG, options.death_signal) != 0 || getppid() != parent ||
         !Apply(options.in, STDIN_FILENO) || !Apply(options.out, STDOUT_FILENO) ||
-        !Apply(options.err, STDERR_FILENO) || (!cwd.empty() && chdir(cwd.c_str()) != 0)) {
+        !Apply(options.err, STDERR_FILENO) || (!cwd.empty() && chdir(cwd.c_str()) != 0) ||
+        !LimitFileSize(options.file_size_limit)) {
       const int error = errno;
       (void)!write(report[1], &error, sizeof(error));
       _exit(127);

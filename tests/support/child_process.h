@@ -48,6 +48,9 @@ struct SpawnOptions {
   // Sent to the child when the test process ends. SIGKILL for tests; a benchmark that lets
   // its server clean up asks for SIGTERM.
   int death_signal = SIGKILL;
+  // RLIMIT_FSIZE of the child (0: unchanged): writes past it fail with EFBIG, which is how
+  // a test gives a program a disk that fills up.
+  uint64_t file_size_limit = 0;
 };
 
 // Starts the child and returns its pid; the caller waits for it (waitpid works from any

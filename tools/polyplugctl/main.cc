@@ -40,6 +40,8 @@ usage: polyplugctl [global options] COMMAND [arguments] [options]
 commands:
   reload BUNDLE                 hot-reload a bundle (a name, or a path inside a bundle root)
   load PATH                     load the bundle directory at PATH
+  push DIR                      upload the bundle directory DIR (here) into the host's
+                                deploy root and load or reload it there
   unload BUNDLE [--cascade]     unload a bundle (--cascade: its dependents first)
   find CONTRACT[@MAJOR] [--min-version N]
                                 look a contract up
@@ -52,6 +54,11 @@ commands:
                                 run a method of a contract inside the host
   id NAME|CONTRACT@MAJOR...     a bundle's or a guest contract's id, in decimal and hex
                                 (needs no host)
+  keygen --out DIR              a new key pair for signing bundles (needs no host)
+  sign DIR --key FILE           write DIR/bundle.sig (needs no host)
+  verify DIR [--trusted-key FILE]...
+                                check DIR/bundle.sig (needs no host)
+  digest DIR                    the canonical digest a bundle.sig signs (needs no host)
   help [COMMAND]                this text, or a command's
 
 global options (before or after the command):

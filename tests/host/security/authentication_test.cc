@@ -107,6 +107,33 @@ std::vector<MethodCall> EveryMethod(const std::string& load_path) {
                      v1::DestroyInstanceResponse response;
                      return stub.DestroyInstance(ContextWith(auth).get(), request, &response);
                    }});
+  calls.push_back({"PushBundle", [](v1::PluginHost::Stub& stub, const std::string& auth) {
+                     // A header alone: with the token the host answers (NO_DEPLOY_ROOT),
+                     // without it UNAUTHENTICATED, before reading anything.
+                     auto context = ContextWith(auth);
+                     v1::PushBundleResponse response;
+                     auto writer = stub.PushBundle(context.get(), &response);
+                     v1::PushBundleRequest header;
+                     header.mutable_header()->set_bundle_name("counter");
+                     if (writer->Write(header)) writer->WritesDone();
+                     return writer->Finish();
+                   }});
+  calls.push_back({"GetOperation", [](v1::PluginHost::Stub& stub, const std::string& auth) {
+                     // With the token: NOT_FOUND (OPERATION_NOT_FOUND).
+                     v1::GetOperationRequest request;
+                     request.set_request_id("never-sent");
+                     v1::Operation response;
+                     return stub.GetOperation(ContextWith(auth).get(), request, &response);
+                   }});
+  calls.push_back({"EchoStream", [](v1::PluginHost::Stub& stub, const std::string& auth) {
+                     auto context = ContextWith(auth);
+                     v1::EchoStreamResponse response;
+                     auto writer = stub.EchoStream(context.get(), &response);
+                     v1::EchoRequest request;
+                     request.set_payload("ping");
+                     if (writer->Write(request)) writer->WritesDone();
+                     return writer->Finish();
+                   }});
   calls.push_back({"Echo", [](v1::PluginHost::Stub& stub, const std::string& auth) {
                      v1::EchoRequest request;
                      request.set_payload("ping");

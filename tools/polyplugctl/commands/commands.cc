@@ -3,8 +3,9 @@
 namespace polyplug::ctl {
 
 std::vector<const Command*> Commands() {
-  return {&ReloadCommand(), &LoadCommand(), &UnloadCommand(), &FindCommand(),   &ListCommand(),
-          &WatchCommand(),  &CallCommand(), &InfoCommand(),   &HealthCommand(), &IdCommand()};
+  return {&ReloadCommand(), &LoadCommand(),   &PushCommand(), &UnloadCommand(), &FindCommand(),
+          &ListCommand(),   &WatchCommand(),  &CallCommand(), &InfoCommand(),   &HealthCommand(),
+          &IdCommand(),     &KeygenCommand(), &SignCommand(), &VerifyCommand(), &DigestCommand()};
 }
 
 }  // namespace polyplug::ctl

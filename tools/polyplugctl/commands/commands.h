@@ -10,6 +10,7 @@ namespace polyplug::ctl {
 
 const Command& ReloadCommand();  // commands/reload.cc
 const Command& LoadCommand();    // commands/load.cc
+const Command& PushCommand();    // commands/push.cc
 const Command& UnloadCommand();  // commands/unload.cc
 const Command& FindCommand();    // commands/find.cc
 const Command& ListCommand();    // commands/list.cc
@@ -18,6 +19,10 @@ const Command& CallCommand();    // commands/call.cc
 const Command& InfoCommand();    // commands/info.cc
 const Command& HealthCommand();  // commands/health.cc
 const Command& IdCommand();      // commands/id.cc
+const Command& KeygenCommand();  // commands/signing.cc
+const Command& SignCommand();    // commands/signing.cc
+const Command& VerifyCommand();  // commands/signing.cc
+const Command& DigestCommand();  // commands/signing.cc
 
 // Every command, each name once. A new command is added here and to the global help text
 // in main.cc.

@@ -8,6 +8,7 @@
 #define POLYPLUG_CLIENT_HOST_CLIENT_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -79,6 +80,14 @@ class HostClient {
                                                   const CallOptions& call = {});
   // Loads the bundle directory (or its manifest.toml) at `path`, a path on the host.
   absl::StatusOr<host::v1::LoadBundleResponse> LoadBundle(absl::string_view path,
+                                                          const CallOptions& call = {});
+  // Uploads the bundle directory `dir`, on this machine, into the host's deploy root and
+  // loads it there, or reloads it when it is loaded from there (PushBundle). Sends every
+  // regular file below `dir`; INVALID_ARGUMENT names an entry that is a symlink, device or
+  // anything but a file or directory. The deadline covers the upload and the load or
+  // reload. A push whose bundle does not load is a response with PUSH_OUTCOME_FAILED and
+  // the reason (the host's previous version stays), not an error.
+  absl::StatusOr<host::v1::PushBundleResponse> PushBundle(const std::filesystem::path& dir,
                                                           const CallOptions& call = {});
   // Unloads a bundle; with `cascade`, its dependents first.
   absl::StatusOr<host::v1::UnloadBundleResponse> UnloadBundle(absl::string_view name, bool cascade,

@@ -44,6 +44,9 @@ struct PhaseEvent {
   // one that failed on kFailed. Empty when the runtime does not hash artifacts
   // (RuntimeOptions::hash_artifacts) or did not get as far as reading it.
   std::string artifact_sha256;
+  // kLoaded/kReloaded: BundleInfo::signing_key of the version now live (lowercase hex);
+  // empty when no signature was verified, and on the other phases.
+  std::string signing_key;
 
   bool IsTerminal() const { return phase == Phase::kReloaded || phase == Phase::kFailed; }
 };

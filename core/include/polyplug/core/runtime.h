@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "polyplug/abi.h"
+#include "polyplug/core/bundle_signature.h"
 #include "polyplug/core/event_journal.h"
 #include "polyplug/core/manifest.h"
 #include "polyplug/core/phase_event.h"
@@ -42,18 +43,29 @@ struct RuntimeOptions {
   // 0: a random epoch. Tests may fix it.
   uint64_t host_epoch = 0;
   // Compute the SHA-256 of every artifact loaded (BundleInfo, events). Costs about 0.6 ms
-  // per MB of artifact on each load and reload; implied by admit_artifact.
+  // per MB of artifact on each load and reload; implied by admit_artifact and by a
+  // signature policy other than kOff.
   bool hash_artifacts = false;
   // Asked before every load and reload opens an artifact, with the SHA-256 (lowercase hex)
   // of its bytes; an error refuses it (a reload then fires FAILED with the error's reason
   // before PREPARING, as for a missing artifact). Runs on the mutating thread. Null: all
   // are admitted. polyplug-host --supervise refuses versions that crashed the host.
   std::function<absl::Status(const Manifest& manifest, absl::string_view sha256)> admit_artifact;
+  // Checked on every load and reload, right after the manifest, on the directory the files
+  // are read from (docs/SIGNING.md). kRequired: UNSIGNED_BUNDLE, SIGNATURE_INVALID or
+  // UNTRUSTED_SIGNING_KEY fail the load, or fire FAILED before PREPARING on a reload.
+  // kWarn: a Warn log line (scope "signature"), and the load goes on. kOff reads nothing.
+  SignaturePolicy signature_policy = SignaturePolicy::kOff;
+  // Empty: any key whose signature holds is accepted (trust on first use). Otherwise the
+  // key in bundle.sig must be one of these.
+  std::vector<Ed25519PublicKey> trusted_keys;
 };
 
 // Where a bundle is loaded from. `dir` is the bundle's directory: what reloads, listings
 // and polyplug_init's bundle_dir name. `files`, when set, is another directory holding the
 // manifest and artifact to load this time (a copy of an earlier version of the bundle).
+// A signature policy verifies the directory the files are read from: `files` when set,
+// which must then hold the bundle.sig and every file it signs.
 struct BundleSource {
   std::filesystem::path dir;
   std::filesystem::path files;
@@ -73,6 +85,9 @@ struct BundleInfo {
   std::vector<uint64_t> declared_dependencies;  // contract ids
   std::vector<ContractHandle> slots;
   uint64_t reload_count = 0;
+  // Lowercase hex of the Ed25519 key that signed the files loaded, when the signature
+  // policy verified them (and the key is trusted, when keys are pinned); empty otherwise.
+  std::string signing_key;
 };
 
 // The files of a bundle directory as a load would judge them (Runtime::ReadBundleFiles).
@@ -95,6 +110,8 @@ struct ReloadOutcome {
   uint64_t registry_revision = 0;
 
   bool ok() const { return status.ok(); }
+  // The dependents whose cascaded reload failed (their FAILED events), in order.
+  std::vector<std::string> FailedDependents() const;
 };
 
 enum class UnloadMode { kRefuseIfInUse, kCascade };

@@ -11,6 +11,7 @@
 #ifndef POLYPLUG_HOST_HOST_SERVER_H_
 #define POLYPLUG_HOST_HOST_SERVER_H_
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "polyplug/core/bundle_signature.h"
 
 namespace polyplug::core {
 class Runtime;
@@ -48,6 +50,11 @@ struct HostServerOptions {
   bool hot_reload = true;
   bool hash_artifacts = false;  // SHA-256 of every artifact loaded (implied by supervision)
   size_t journal_size = 4096;
+  // Which bundles load (docs/SIGNING.md): off, warn (log what is unsigned or does not
+  // verify, load it anyway) or required; checked on every load and reload. With
+  // trusted_keys, a valid bundle.sig must also be made by one of them.
+  core::SignaturePolicy signature_policy = core::SignaturePolicy::kOff;
+  std::vector<core::Ed25519PublicKey> trusted_keys;
   std::string auth_token;                                    // empty: no authentication
   std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;  // TLS when cert and key are set
   bool insecure_remote = false;  // allow non-loopback TCP without TLS or token
@@ -59,6 +66,12 @@ struct HostServerOptions {
   absl::Duration drain_timeout = absl::Seconds(10);
   // Remote instances made outside a session die after this long without a call.
   absl::Duration instance_idle_timeout = absl::Minutes(10);
+  // PushBundle uploads land here, as <deploy_root>/<bundle name>; it is a bundle root too
+  // (added to bundle_roots if missing, created if missing). One host per deploy root.
+  // Empty: PushBundle is refused.
+  std::filesystem::path deploy_root;
+  // The largest upload PushBundle takes (all files together).
+  uint64_t max_bundle_bytes = 256ull << 20;
   // Reload bundles when their files change (BundleWatcher); needs bundle roots.
   bool watch = false;
   absl::Duration watch_settle = absl::Milliseconds(200);
@@ -79,7 +92,8 @@ class HostServer {
   // The same over the application's `runtime`, which must outlive the server. Bundles it
   // already loaded stay and are served; the bundle roots are loaded into it as well (those
   // already loaded are skipped). The runtime settings of `options` (state_dir, hot_reload,
-  // hash_artifacts, journal_size) and --supervise's must be left at their defaults. The
+  // hash_artifacts, journal_size, signature_policy, trusted_keys) and --supervise's must be
+  // left at their defaults. The
   // application may go on loading, reloading and unloading on its runtime itself (the
   // runtime serializes that with the host's operations), but not while Shutdown() runs.
   static absl::StatusOr<std::unique_ptr<HostServer>> Start(core::Runtime& runtime,

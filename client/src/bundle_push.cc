@@ -1,0 +1,191 @@
+// HostClient::PushBundle: a bundle directory streamed to the host's deploy root.
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "polyplug/client/host_client.h"
+#include "polyplug/core/bundle_signature.h"
+#include "polyplug/core/manifest.h"
+#include "src/connection.h"
+
+namespace polyplug::client {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = host::v1;
+
+// What a message of the upload carries at most: well under the host's 4 MiB default, large
+// enough that per-message costs vanish.
+constexpr size_t kChunkBytes = 1 << 20;
+
+struct LocalFile {
+  fs::path path;        // on this machine
+  v1::PushedFile wire;  // as the header declares it
+};
+
+// Every regular file below `dir`, sorted by relative path. A symlink, FIFO, socket or
+// device is refused: the host would receive it as a file, or not at all.
+absl::StatusOr<std::vector<LocalFile>> ListFiles(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(dir.string(), " is not a bundle directory"));
+  }
+  std::vector<LocalFile> files;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::file_status status = it->symlink_status(ec);
+    if (ec) break;
+    if (fs::is_directory(status)) continue;
+    const std::string relative = it->path().lexically_relative(dir).generic_string();
+    if (!fs::is_regular_file(status)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot push ", dir.string(), ": \"", relative, "\" is ",
+          fs::is_symlink(status) ? "a symlink" : "not a regular file (a FIFO, socket or device)",
+          "; a pushed bundle holds regular files only"));
+    }
+    LocalFile file;
+    file.path = it->path();
+    file.wire.set_path(relative);
+    file.wire.set_size(it->file_size(ec));
+    file.wire.set_executable((status.permissions() & fs::perms::owner_exec) != fs::perms::none);
+    files.push_back(std::move(file));
+  }
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read bundle directory ", dir.string(), ": ", ec.message()));
+  }
+  std::sort(files.begin(), files.end(),
+            [](const LocalFile& a, const LocalFile& b) { return a.wire.path() < b.wire.path(); });
+  return files;
+}
+
+absl::StatusOr<std::string> Sha256Of(const fs::path& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
+  std::string buffer(64 << 10, '\0');
+  ssize_t n;
+  while ((n = read(fd, buffer.data(), buffer.size())) > 0)
+    EVP_DigestUpdate(md.get(), buffer.data(), n);
+  close(fd);
+  unsigned char sha[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(md.get(), sha, &size);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(sha), size));
+}
+
+// Sends the files' bytes, in header order, in chunks of kChunkBytes. False when the stream
+// broke (the host ended the call: Finish() says why).
+absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
+                               grpc::ClientWriter<v1::PushBundleRequest>& writer) {
+  v1::PushBundleRequest message;
+  std::string& chunk = *message.mutable_data();
+  chunk.reserve(kChunkBytes);
+  for (const LocalFile& file : files) {
+    const int fd = open(file.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read ", file.path.string(), ": ", std::strerror(errno)));
+    }
+    uint64_t left = file.wire.size();
+    while (left > 0) {
+      const size_t at = chunk.size();
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(left, kChunkBytes - at));
+      chunk.resize(at + want);
+      const ssize_t n = read(fd, chunk.data() + at, want);
+      if (n <= 0) {
+        close(fd);
+        return absl::FailedPreconditionError(
+            absl::StrCat(file.path.string(), " changed while it was being pushed (it is now ",
+                         file.wire.size() - left, " bytes, was ", file.wire.size(), ")"));
+      }
+      chunk.resize(at + static_cast<size_t>(n));
+      left -= static_cast<uint64_t>(n);
+      if (chunk.size() == kChunkBytes) {
+        if (!writer.Write(message)) {
+          close(fd);
+          return false;
+        }
+        chunk.clear();
+      }
+    }
+    close(fd);
+  }
+  if (!chunk.empty() && !writer.Write(message)) return false;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::PushBundleResponse> HostClient::PushBundle(const fs::path& dir,
+                                                              const CallOptions& call) {
+  absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
+  if (!files.ok()) return files.status();
+  // The canonical digest and the SHA-256 of each file it covers; bundle.sig is not covered.
+  absl::StatusOr<core::BundleDigest> digest = core::DigestBundle(dir);
+  if (!digest.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot push ", dir.string(), ": ", digest.status().message()));
+  }
+  v1::PushBundleRequest header_message;
+  v1::PushBundleHeader& header = *header_message.mutable_header();
+  for (LocalFile& file : *files) {
+    auto it = digest->file_sha256.find(file.wire.path());
+    if (it != digest->file_sha256.end()) {
+      file.wire.set_sha256(it->second);
+    } else {
+      absl::StatusOr<std::string> sha = Sha256Of(file.path);
+      if (!sha.ok()) return sha.status();
+      file.wire.set_sha256(*sha);
+    }
+    *header.add_files() = file.wire;
+  }
+  // The manifest's name is the bundle's: the host checks it again.
+  absl::StatusOr<std::string> name = [&]() -> absl::StatusOr<std::string> {
+    absl::StatusOr<core::Manifest> manifest = core::LoadManifest(dir);
+    if (!manifest.ok()) return manifest.status();
+    return manifest->name;
+  }();
+  if (!name.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot push ", dir.string(), ": ", name.status().message()));
+  }
+  header.set_bundle_name(*name);
+  header.set_bundle_digest(core::DigestToHex(digest->digest));
+
+  const std::shared_ptr<const internal::Connection> shared = this->connection();
+  const internal::Connection& connection = *shared;
+  grpc::ClientContext context;
+  connection.PrepareCall(context, call);
+  v1::PushBundleResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::PushBundleRequest>> writer =
+      connection.stub->PushBundle(&context, &response);
+  absl::StatusOr<bool> sent = writer->Write(header_message) ? SendFiles(*files, *writer) : false;
+  if (!sent.ok()) {
+    context.TryCancel();
+    writer->Finish();
+    return sent.status();
+  }
+  if (*sent) writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) {
+    return connection.ToStatus(
+        status, context,
+        call.timeout > absl::ZeroDuration() ? call.timeout : connection.options.call_timeout);
+  }
+  return response;
+}
+
+}  // namespace polyplug::client

@@ -1,0 +1,403 @@
+#include "host/src/bundle_upload.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "polyplug/core/error.h"
+#include "polyplug/core/manifest.h"
+
+namespace polyplug::host {
+namespace {
+
+namespace fs = std::filesystem;
+using core::ErrorReason;
+using core::MakeError;
+
+constexpr size_t kMaxPathBytes = 4096;
+constexpr size_t kMaxComponentBytes = 255;
+constexpr absl::string_view kSignatureFile = "bundle.sig";
+
+bool IsValidUtf8(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t extra = 0;
+    uint32_t min = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      extra = 1, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + extra >= text.size()) return false;  // cut short
+    uint32_t code = c & (0x3F >> extra);
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3F);
+    }
+    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+bool IsLowerHex(absl::string_view text, size_t length) {
+  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+absl::Status PathError(const UploadFile& file, size_t index, absl::string_view why) {
+  return MakeError(ErrorReason::kUploadPathInvalid,
+                   absl::StrCat("file ", index + 1, " of the upload, path \"",
+                                absl::CHexEscape(file.path), "\": ", why));
+}
+
+// A relative path that stays inside the bundle directory and means one thing on every
+// machine: no empty, '.' or '..' components, no absolute paths, valid UTF-8 (the digest
+// hashes the path's UTF-8 bytes).
+absl::Status CheckPath(const UploadFile& file, size_t index) {
+  if (file.path.empty()) return PathError(file, index, "the path is empty");
+  if (file.path.size() > kMaxPathBytes) {
+    return PathError(file, index,
+                     absl::StrCat("the path is longer than ", kMaxPathBytes, " bytes"));
+  }
+  if (file.path.find('\0') != std::string::npos) {
+    return PathError(file, index, "the path contains a NUL byte");
+  }
+  if (!IsValidUtf8(file.path)) return PathError(file, index, "the path is not valid UTF-8");
+  if (file.path.front() == '/') {
+    return PathError(file, index, "the path is absolute; paths are relative to the bundle");
+  }
+  for (absl::string_view part : absl::StrSplit(file.path, '/')) {
+    if (part.empty()) return PathError(file, index, "the path has an empty component ('//')");
+    if (part == "." || part == "..") {
+      return PathError(file, index,
+                       "the path has a '.' or '..' component; it must stay inside the bundle");
+    }
+    if (part.size() > kMaxComponentBytes) {
+      return PathError(file, index,
+                       absl::StrCat("a component is longer than ", kMaxComponentBytes, " bytes"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Directory names are what a bundle name becomes in the deploy root.
+absl::Status CheckBundleName(absl::string_view name) {
+  auto bad = [&](absl::string_view why) {
+    return MakeError(
+        ErrorReason::kInvalidArgument,
+        absl::StrCat("field 'header.bundle_name' \"", absl::CHexEscape(name), "\": ", why));
+  };
+  if (name.empty()) return bad("is empty");
+  if (name.size() > kMaxComponentBytes) {
+    return bad(absl::StrCat("is longer than ", kMaxComponentBytes, " bytes"));
+  }
+  if (name.front() == '.') return bad("starts with '.'; it cannot name a bundle directory");
+  if (name.find('/') != absl::string_view::npos || name.find('\0') != absl::string_view::npos) {
+    return bad("contains '/' or NUL; it cannot name a bundle directory");
+  }
+  if (!IsValidUtf8(name)) return bad("is not valid UTF-8");
+  return absl::OkStatus();
+}
+
+std::string Hex(const std::array<uint8_t, 32>& bytes) {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+
+absl::Status WriteError(int error, const std::string& path, absl::string_view what) {
+  const bool space = error == ENOSPC || error == EDQUOT || error == EFBIG;
+  return MakeError(
+      space ? ErrorReason::kNoSpace : ErrorReason::kInternal,
+      absl::StrCat("cannot ", what, " ", path, " in the deploy root: ", std::strerror(error),
+                   space ? " (the upload is dropped; free space and push again)" : ""));
+}
+
+absl::Status SyncDirectory(const fs::path& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return WriteError(errno, dir.string(), "open");
+  const int rc = fsync(fd);
+  const int error = errno;
+  close(fd);
+  return rc == 0 ? absl::OkStatus() : WriteError(error, dir.string(), "sync");
+}
+
+// TODO(signing): use the core's digest function once it lands.
+std::array<uint8_t, 32> CanonicalBundleDigest(
+    std::vector<std::pair<std::string, std::array<uint8_t, 32>>> files) {
+  std::sort(files.begin(), files.end());
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
+  static constexpr char kTag[] = "polyplug-bundle-sig";  // with its NUL: 20 bytes
+  EVP_DigestUpdate(md.get(), kTag, sizeof(kTag));
+  const uint8_t algorithm = 1;
+  EVP_DigestUpdate(md.get(), &algorithm, 1);
+  uint64_t count = files.size();
+  uint8_t le[8];
+  for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(count >> (8 * i));
+  EVP_DigestUpdate(md.get(), le, 8);
+  for (const auto& [path, sha] : files) {
+    EVP_DigestUpdate(md.get(), path.data(), path.size() + 0);
+    const uint8_t nul = 0;
+    EVP_DigestUpdate(md.get(), &nul, 1);
+    EVP_DigestUpdate(md.get(), sha.data(), sha.size());
+  }
+  std::array<uint8_t, 32> out{};
+  unsigned int size = 0;
+  EVP_DigestFinal_ex(md.get(), out.data(), &size);
+  return out;
+}
+
+}  // namespace
+
+// One file being written, with the SHA-256 of what was written so far.
+class BundleUpload::FileWriter {
+ public:
+  ~FileWriter() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+  static absl::StatusOr<std::unique_ptr<FileWriter>> Create(const fs::path& path, bool executable) {
+    auto writer = std::unique_ptr<FileWriter>(new FileWriter(path));
+    writer->fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       executable ? 0755 : 0644);
+    if (writer->fd_ < 0) return WriteError(errno, path.string(), "create");
+    if (writer->digest_ == nullptr ||
+        EVP_DigestInit_ex(writer->digest_.get(), EVP_sha256(), nullptr) != 1) {
+      return MakeError(ErrorReason::kInternal, "cannot start a SHA-256 digest");
+    }
+    return writer;
+  }
+
+  absl::Status Write(absl::string_view data) {
+    EVP_DigestUpdate(digest_.get(), data.data(), data.size());
+    while (!data.empty()) {
+      const ssize_t n = write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return WriteError(errno, path_.string(), "write");
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+
+  // Makes the bytes durable and returns their SHA-256.
+  absl::StatusOr<std::array<uint8_t, 32>> Close() {
+    if (fdatasync(fd_) != 0) return WriteError(errno, path_.string(), "sync");
+    const int rc = close(fd_);
+    fd_ = -1;
+    if (rc != 0) return WriteError(errno, path_.string(), "close");
+    std::array<uint8_t, 32> sha{};
+    unsigned int size = 0;
+    EVP_DigestFinal_ex(digest_.get(), sha.data(), &size);
+    return sha;
+  }
+
+ private:
+  explicit FileWriter(fs::path path) : path_(std::move(path)) {}
+  const fs::path path_;
+  int fd_ = -1;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> digest_{EVP_MD_CTX_new(),
+                                                                  &EVP_MD_CTX_free};
+};
+
+absl::StatusOr<std::unique_ptr<BundleUpload>> BundleUpload::Begin(UploadHeader header,
+                                                                  const UploadLimits& limits,
+                                                                  fs::path staging_dir) {
+  if (absl::Status s = CheckBundleName(header.bundle_name); !s.ok()) return s;
+  if (!IsLowerHex(header.bundle_digest, 64)) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     "field 'header.bundle_digest' must be 64 lowercase hex digits (the "
+                     "bundle's canonical SHA-256; `polyplugctl digest DIR` prints it)");
+  }
+  if (header.files.size() > limits.max_files) {
+    return MakeError(ErrorReason::kBundleTooLarge,
+                     absl::StrCat("the upload has ", header.files.size(),
+                                  " files; this host takes at most ", limits.max_files));
+  }
+  uint64_t total = 0;
+  std::set<std::string> files, dirs;
+  for (size_t i = 0; i < header.files.size(); ++i) {
+    const UploadFile& file = header.files[i];
+    if (absl::Status s = CheckPath(file, i); !s.ok()) return s;
+    if (!IsLowerHex(file.sha256, 64)) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("file \"", absl::CHexEscape(file.path),
+                                    "\": field 'sha256' must be 64 lowercase hex digits"));
+    }
+    if (file.size > limits.max_bundle_bytes || total + file.size > limits.max_bundle_bytes) {
+      return MakeError(
+          ErrorReason::kBundleTooLarge,
+          absl::StrCat("the upload declares more than ", limits.max_bundle_bytes,
+                       " bytes (at file \"", absl::CHexEscape(file.path),
+                       "\"); this host takes at most that (polyplug-host --max-bundle-bytes)"));
+    }
+    total += file.size;
+    if (!files.insert(file.path).second) return PathError(file, i, "the path appears twice");
+    for (size_t slash = file.path.find('/'); slash != std::string::npos;
+         slash = file.path.find('/', slash + 1)) {
+      dirs.insert(file.path.substr(0, slash));
+    }
+  }
+  for (size_t i = 0; i < header.files.size(); ++i) {
+    if (dirs.contains(header.files[i].path)) {
+      return PathError(header.files[i], i, "the path is both a file and a directory of the upload");
+    }
+  }
+  if (!files.contains("manifest.toml")) {
+    return MakeError(ErrorReason::kManifestInvalid,
+                     "the upload has no manifest.toml at the top of the bundle directory");
+  }
+  std::error_code ec;
+  if (!fs::create_directory(staging_dir, ec) || ec) {
+    return WriteError(ec ? ec.value() : EEXIST, staging_dir.string(), "create");
+  }
+  auto upload = std::unique_ptr<BundleUpload>(new BundleUpload(std::move(header), staging_dir));
+  upload->bytes_expected_ = total;
+  for (const std::string& dir : dirs) {  // parents come before their children in a set
+    if (mkdir((staging_dir / dir).c_str(), 0755) != 0) {
+      return WriteError(errno, (staging_dir / dir).string(), "create");
+    }
+  }
+  if (absl::Status s = upload->OpenNext(); !s.ok()) return s;
+  return upload;
+}
+
+BundleUpload::BundleUpload(UploadHeader header, fs::path staging_dir)
+    : header_(std::move(header)), staging_dir_(std::move(staging_dir)) {}
+
+BundleUpload::~BundleUpload() {
+  writer_.reset();
+  std::error_code ec;
+  fs::remove_all(staging_dir_, ec);
+}
+
+absl::Status BundleUpload::Fail(absl::Status status) {
+  error_ = status;
+  writer_.reset();
+  return status;
+}
+
+absl::Status BundleUpload::OpenNext() {
+  while (next_file_ < header_.files.size()) {
+    const UploadFile& file = header_.files[next_file_];
+    auto writer = FileWriter::Create(staging_dir_ / file.path, file.executable);
+    if (!writer.ok()) return Fail(writer.status());
+    writer_ = *std::move(writer);
+    if (file.size > 0) return absl::OkStatus();
+    // An empty file is complete as soon as it exists.
+    auto sha = writer_->Close();
+    writer_.reset();
+    if (!sha.ok()) return Fail(sha.status());
+    received_sha256_.push_back(*sha);
+    if (Hex(*sha) != file.sha256) {
+      return Fail(MakeError(
+          ErrorReason::kDigestMismatch,
+          absl::StrCat("file \"", absl::CHexEscape(file.path), "\" is empty, whose SHA-256 is ",
+                       Hex(*sha), ", but the header says ", file.sha256)));
+    }
+    ++next_file_;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BundleUpload::Append(absl::string_view data) {
+  if (!error_.ok()) return error_;
+  while (!data.empty()) {
+    if (next_file_ >= header_.files.size()) {
+      return Fail(MakeError(ErrorReason::kInvalidArgument,
+                            absl::StrCat("the upload sent more bytes than its header declares (",
+                                         bytes_expected_, ")")));
+    }
+    const UploadFile& file = header_.files[next_file_];
+    const size_t take =
+        static_cast<size_t>(std::min<uint64_t>(file.size - file_received_, data.size()));
+    if (absl::Status s = writer_->Write(data.substr(0, take)); !s.ok()) return Fail(s);
+    bytes_received_ += take;
+    file_received_ += take;
+    data.remove_prefix(take);
+    if (file_received_ < file.size) continue;
+    file_received_ = 0;
+    auto sha = writer_->Close();
+    writer_.reset();
+    if (!sha.ok()) return Fail(sha.status());
+    received_sha256_.push_back(*sha);
+    if (Hex(*sha) != file.sha256) {
+      return Fail(MakeError(
+          ErrorReason::kDigestMismatch,
+          absl::StrCat("file \"", absl::CHexEscape(file.path),
+                       "\": the SHA-256 of the bytes received is ", Hex(*sha), ", the header says ",
+                       file.sha256, " (changed or corrupted on the way)")));
+    }
+    ++next_file_;
+    if (absl::Status s = OpenNext(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BundleUpload::Finish() {
+  if (!error_.ok()) return error_;
+  if (next_file_ < header_.files.size()) {
+    const UploadFile& file = header_.files[next_file_];
+    return Fail(
+        MakeError(ErrorReason::kUploadIncomplete,
+                  absl::StrCat("the upload ended after ", bytes_received_, " of ", bytes_expected_,
+                               " bytes, in file \"", absl::CHexEscape(file.path), "\" (",
+                               file_received_, " of ", file.size, " bytes)")));
+  }
+  // The canonical digest (docs/SIGNING.md) from the SHA-256 of each file as received.
+  std::vector<std::pair<std::string, std::array<uint8_t, 32>>> signed_files;
+  for (size_t i = 0; i < header_.files.size(); ++i) {
+    if (header_.files[i].path == kSignatureFile) continue;
+    signed_files.emplace_back(header_.files[i].path, received_sha256_[i]);
+  }
+  const std::string digest = Hex(CanonicalBundleDigest(std::move(signed_files)));
+  if (digest != header_.bundle_digest) {
+    return Fail(MakeError(
+        ErrorReason::kDigestMismatch,
+        absl::StrCat("the bundle digest of the files received is ", digest, ", the header says ",
+                     header_.bundle_digest, " (a file is missing from the upload, or extra)")));
+  }
+  auto manifest = core::LoadManifest(staging_dir_);
+  if (!manifest.ok()) return Fail(manifest.status());
+  if (manifest->name != header_.bundle_name) {
+    return Fail(MakeError(
+        ErrorReason::kManifestInvalid,
+        absl::StrCat("manifest.toml of the upload names bundle \"", manifest->name,
+                     "\" but the header's bundle_name is \"", header_.bundle_name, "\"")));
+  }
+  std::set<fs::path> dirs{staging_dir_};
+  for (const UploadFile& file : header_.files) {
+    for (fs::path p = (staging_dir_ / file.path).parent_path(); p != staging_dir_;
+         p = p.parent_path()) {
+      dirs.insert(p);
+    }
+  }
+  for (const fs::path& dir : dirs) {
+    if (absl::Status s = SyncDirectory(dir); !s.ok()) return Fail(s);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace polyplug::host
