@@ -164,6 +164,7 @@ absl::StatusOr<v1::PushBundleResponse> HostClient::PushBundle(const fs::path& di
   }
   header.set_bundle_name(*name);
   header.set_bundle_digest(core::DigestToHex(digest->digest));
+  header.set_request_id(call.request_id);
 
   const std::shared_ptr<const internal::Connection> shared = this->connection();
   const internal::Connection& connection = *shared;

@@ -230,6 +230,7 @@ absl::StatusOr<v1::ReloadResponse> HostClient::Reload(absl::string_view bundle,
   } else {
     request.set_name(std::string(bundle));
   }
+  request.set_request_id(call.request_id);
   return impl_->Call<v1::ReloadResponse>(&v1::PluginHost::Stub::Reload, request, call);
 }
 
@@ -237,6 +238,7 @@ absl::StatusOr<v1::LoadBundleResponse> HostClient::LoadBundle(absl::string_view 
                                                               const CallOptions& call) {
   v1::LoadBundleRequest request;
   request.set_path(std::string(path));
+  request.set_request_id(call.request_id);
   return impl_->Call<v1::LoadBundleResponse>(&v1::PluginHost::Stub::LoadBundle, request, call);
 }
 
@@ -246,7 +248,16 @@ absl::StatusOr<v1::UnloadBundleResponse> HostClient::UnloadBundle(absl::string_v
   v1::UnloadBundleRequest request;
   request.set_name(std::string(name));
   request.set_cascade(cascade);
+  request.set_request_id(call.request_id);
   return impl_->Call<v1::UnloadBundleResponse>(&v1::PluginHost::Stub::UnloadBundle, request, call);
+}
+
+absl::StatusOr<v1::Operation> HostClient::GetOperation(absl::string_view request_id, bool wait,
+                                                       const CallOptions& call) {
+  v1::GetOperationRequest request;
+  request.set_request_id(std::string(request_id));
+  request.set_wait(wait);
+  return impl_->Call<v1::Operation>(&v1::PluginHost::Stub::GetOperation, request, call);
 }
 
 absl::StatusOr<v1::ContractHandle> HostClient::FindContract(absl::string_view contract,

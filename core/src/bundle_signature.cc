@@ -544,30 +544,33 @@ absl::StatusOr<BundleDigest> DigestBundle(const fs::path& dir) {
   std::map<std::string, Sha256Digest> files;
   if (absl::Status s = WalkDirectory(root.get(), "", dir, files); !s.ok()) return s;
   if (files.empty()) return DigestError(dir, "no files to sign (an empty bundle)");
+  BundleDigest result;
+  result.digest = CanonicalBundleDigest(files);
+  for (const auto& [path, sha] : files) result.file_sha256.emplace(path, DigestToHex(sha));
+  return result;
+}
 
+Sha256Digest CanonicalBundleDigest(const std::map<std::string, Sha256Digest>& files) {
   // std::map orders std::string keys byte-wise (char_traits<char> compares as unsigned
   // char): the sort the digest is defined with.
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    return MakeError(ErrorReason::kInternal, "SHA-256 is not available from OpenSSL");
-  }
+  Sha256Digest digest{};
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) return digest;
   EVP_DigestUpdate(ctx.get(), kDigestTag, kDigestTagSize);
   EVP_DigestUpdate(ctx.get(), &kDigestAlgorithmSha256, 1);
   uint8_t count[8];
   const uint64_t file_count = files.size();
   for (size_t i = 0; i < sizeof(count); ++i) count[i] = static_cast<uint8_t>(file_count >> (8 * i));
   EVP_DigestUpdate(ctx.get(), count, sizeof(count));
-  BundleDigest result;
   for (const auto& [path, sha] : files) {
     const uint8_t separator = 0;
     EVP_DigestUpdate(ctx.get(), path.data(), path.size());
     EVP_DigestUpdate(ctx.get(), &separator, 1);
     EVP_DigestUpdate(ctx.get(), sha.data(), sha.size());
-    result.file_sha256.emplace(path, DigestToHex(sha));
   }
   unsigned int size = 0;
-  EVP_DigestFinal_ex(ctx.get(), result.digest.data(), &size);
-  return result;
+  EVP_DigestFinal_ex(ctx.get(), digest.data(), &size);
+  return digest;
 }
 
 absl::StatusOr<BundleSignature> ParseBundleSignature(absl::string_view bytes) {

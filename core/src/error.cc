@@ -69,6 +69,8 @@ constexpr ReasonInfo kReasons[] = {
     {ErrorReason::kNoDeployRoot, "NO_DEPLOY_ROOT", absl::StatusCode::kFailedPrecondition},
     {ErrorReason::kRequestIdReused, "REQUEST_ID_REUSED", absl::StatusCode::kAlreadyExists},
     {ErrorReason::kOperationNotFound, "OPERATION_NOT_FOUND", absl::StatusCode::kNotFound},
+    {ErrorReason::kExpectedSha256Mismatch, "EXPECTED_SHA256_MISMATCH",
+     absl::StatusCode::kFailedPrecondition},
 };
 
 const ReasonInfo& InfoOf(ErrorReason reason) {

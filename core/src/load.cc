@@ -87,8 +87,8 @@ absl::StatusOr<BundleInfo> Runtime::Impl::LoadLocked(const BundleSource& source,
 
 absl::StatusOr<StagedArtifact> Runtime::Impl::StageAndAdmit(const Manifest& manifest,
                                                             const fs::path& artifact,
-                                                            std::string* sha256) {
-  auto staged = loader_.Stage(manifest, artifact);
+                                                            std::string* sha256, bool hash) {
+  auto staged = loader_.Stage(manifest, artifact, hash);
   if (!staged.ok()) return staged.status();
   if (sha256 != nullptr) *sha256 = staged->sha256();
   if (runtime_->options_.admit_artifact) {

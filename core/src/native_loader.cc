@@ -238,7 +238,7 @@ absl::StatusOr<fs::path> NativeLoader::ResolveArtifact(const Manifest& manifest)
 }
 
 absl::StatusOr<StagedArtifact> NativeLoader::Stage(const Manifest& manifest,
-                                                   const fs::path& artifact) {
+                                                   const fs::path& artifact, bool hash) {
   // A private, never-reused path per load: glibc hands back the cached image for a path it
   // already has open, and the old image must stay loadable until its readers are gone.
   std::error_code ec;
@@ -254,7 +254,7 @@ absl::StatusOr<StagedArtifact> NativeLoader::Stage(const Manifest& manifest,
   const fs::path copy = copy_dir / absl::StrCat(getpid(), "-", next_copy_.fetch_add(1), "-",
                                                 artifact.filename().string());
   absl::StatusOr<std::string> sha256;
-  if (hash_) {
+  if (hash_ || hash) {
     sha256 = CopyAndHash(artifact, copy);
   } else {
     // The kernel copies (copy_file_range) without the bytes passing through here.

@@ -93,9 +93,9 @@ class NativeLoader {
                                     absl::string_view bundle);
 
   // Copies `artifact` (from ResolveArtifact) to a private, never-reused path, and hashes
-  // what it copied if the loader hashes.
+  // what it copied if the loader hashes (or `hash`: this time).
   absl::StatusOr<StagedArtifact> Stage(const Manifest& manifest,
-                                       const std::filesystem::path& artifact);
+                                       const std::filesystem::path& artifact, bool hash = false);
 
   // Checks the staged copy (CheckArtifact), dlopens it (RTLD_NOW | RTLD_LOCAL) and checks
   // the ABI version and the init symbol. Does not call init. Errors name the artifact in

@@ -19,7 +19,8 @@ namespace polyplug::core {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<ReloadOutcome> Runtime::Impl::Reload(const fs::path& path) {
+absl::StatusOr<ReloadOutcome> Runtime::Impl::Reload(const fs::path& path,
+                                                    const ReloadOptions& options) {
   if (absl::Status s = CheckNotReentrant(); !s.ok()) return s;
   // Step 1: a runtime without hot reload refuses the request and fires nothing.
   if (!runtime_->options_.hot_reload_enabled) {
@@ -34,8 +35,14 @@ absl::StatusOr<ReloadOutcome> Runtime::Impl::Reload(const fs::path& path) {
   OperationContext ctx;
   ReloadOutcome outcome;
   outcome.reload_id = NextOperationId();
-  absl::Status status = ReloadOne(*target, outcome.reload_id, 0, outcome.reload_id, ctx);
-  if (ReasonOf(status) == ErrorReason::kNoLoader && ctx.events.empty()) return status;
+  absl::Status status =
+      ReloadOne(*target, outcome.reload_id, 0, outcome.reload_id, ctx, options.expected_sha256);
+  // Refusals of the request itself fire nothing and are errors, not outcomes.
+  if ((ReasonOf(status) == ErrorReason::kNoLoader ||
+       ReasonOf(status) == ErrorReason::kExpectedSha256Mismatch) &&
+      ctx.events.empty()) {
+    return status;
+  }
   if (status.ok()) CascadeAndFinish(target->bundle_id, outcome.reload_id, ctx);
   outcome.status = status;
   outcome.events = std::move(ctx.events);
@@ -43,7 +50,8 @@ absl::StatusOr<ReloadOutcome> Runtime::Impl::Reload(const fs::path& path) {
   return outcome;
 }
 
-absl::StatusOr<ReloadOutcome> Runtime::Impl::ReloadByName(absl::string_view name) {
+absl::StatusOr<ReloadOutcome> Runtime::Impl::ReloadByName(absl::string_view name,
+                                                          const ReloadOptions& options) {
   fs::path dir;
   {
     std::lock_guard<std::mutex> lock(bundles_mu_);
@@ -51,7 +59,7 @@ absl::StatusOr<ReloadOutcome> Runtime::Impl::ReloadByName(absl::string_view name
     if (it == bundles_.end()) return BundleNotFound(name);
     dir = it->second.manifest.dir;
   }
-  return Reload(dir);
+  return Reload(dir, options);
 }
 
 // Step 2. A path names the bundle that lives in its directory (the path itself, or the
@@ -103,7 +111,8 @@ absl::StatusOr<Runtime::Impl::ReloadTarget> Runtime::Impl::FindReloadTarget(cons
 }
 
 absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reload_id,
-                                      uint64_t parent_id, uint64_t root_id, OperationContext& ctx) {
+                                      uint64_t parent_id, uint64_t root_id, OperationContext& ctx,
+                                      absl::string_view expected_sha256) {
   const uint64_t bundle_id = target.bundle_id;
   Manifest current;
   {
@@ -156,8 +165,17 @@ absl::Status Runtime::Impl::ReloadOne(const ReloadTarget& target, uint64_t reloa
   }
   absl::StatusOr<fs::path> artifact = NativeLoader::ResolveArtifact(*manifest);
   if (!artifact.ok()) return fail(artifact.status());
-  absl::StatusOr<StagedArtifact> staged = StageAndAdmit(*manifest, *artifact, &sha256);
+  absl::StatusOr<StagedArtifact> staged =
+      StageAndAdmit(*manifest, *artifact, &sha256, /*hash=*/!expected_sha256.empty());
   if (!staged.ok()) return fail(staged.status());
+  // The request's precondition: the build it means, or nothing happens (no event).
+  if (!expected_sha256.empty() && sha256 != expected_sha256) {
+    return MakeError(
+        ErrorReason::kExpectedSha256Mismatch,
+        absl::StrCat("bundle \"", current.name, "\": the artifact ", artifact->string(),
+                     " has SHA-256 ", sha256, ", the request expects ", expected_sha256,
+                     " (another build is on disk; nothing was reloaded)"));
+  }
   if (absl::Status s = CheckArtifactSigned(*signature, *manifest, *artifact, *staged, "reloading");
       !s.ok())
     return fail(s);

@@ -265,12 +265,14 @@ std::vector<std::string> ReloadOutcome::FailedDependents() const {
   return names;
 }
 
-absl::StatusOr<ReloadOutcome> Runtime::ReloadBundle(const fs::path& path) {
-  return impl_->Reload(path);
+absl::StatusOr<ReloadOutcome> Runtime::ReloadBundle(const fs::path& path,
+                                                    const ReloadOptions& options) {
+  return impl_->Reload(path, options);
 }
 
-absl::StatusOr<ReloadOutcome> Runtime::ReloadBundleByName(absl::string_view name) {
-  return impl_->ReloadByName(name);
+absl::StatusOr<ReloadOutcome> Runtime::ReloadBundleByName(absl::string_view name,
+                                                          const ReloadOptions& options) {
+  return impl_->ReloadByName(name, options);
 }
 
 absl::StatusOr<std::vector<std::string>> Runtime::UnloadBundle(absl::string_view name,

@@ -55,8 +55,9 @@ class Runtime::Impl {
   absl::StatusOr<BundleInfo> Load(const BundleSource& source);
 
   // reload.cc
-  absl::StatusOr<ReloadOutcome> Reload(const std::filesystem::path& path);
-  absl::StatusOr<ReloadOutcome> ReloadByName(absl::string_view name);
+  absl::StatusOr<ReloadOutcome> Reload(const std::filesystem::path& path,
+                                       const ReloadOptions& options);
+  absl::StatusOr<ReloadOutcome> ReloadByName(absl::string_view name, const ReloadOptions& options);
 
   // unload.cc
   absl::StatusOr<std::vector<std::string>> Unload(absl::string_view name, UnloadMode mode);
@@ -167,9 +168,10 @@ class Runtime::Impl {
   // ---- load.cc
   absl::StatusOr<BundleInfo> LoadLocked(const BundleSource& source, OperationContext& ctx);
   // Copies the artifact aside and asks RuntimeOptions::admit_artifact about its bytes.
+  // `hash`: hash this copy even when the runtime does not hash artifacts.
   absl::StatusOr<StagedArtifact> StageAndAdmit(const Manifest& manifest,
                                                const std::filesystem::path& artifact,
-                                               std::string* sha256 = nullptr);
+                                               std::string* sha256 = nullptr, bool hash = false);
   absl::Status NoLoader(const Manifest& manifest) const;
   // Opens the staged artifact and runs polyplug_init in the enforcement window; checks what
   // it registered against the manifest. Publishes nothing; closes the library on failure.
@@ -200,8 +202,11 @@ class Runtime::Impl {
   absl::StatusOr<ReloadTarget> FindReloadTarget(const std::filesystem::path& path);
   // The reload of one bundle up to its swap (§4 steps 3-10); FAILED is emitted here, RELOADED
   // by the operation once the bundle's cascade has ended.
+  // `expected_sha256` (the primary's precondition): EXPECTED_SHA256_MISMATCH, with no event,
+  // unless the artifact has those bytes.
   absl::Status ReloadOne(const ReloadTarget& target, uint64_t reload_id, uint64_t parent_id,
-                         uint64_t root_id, OperationContext& ctx);
+                         uint64_t root_id, OperationContext& ctx,
+                         absl::string_view expected_sha256 = "");
   // The cascade after the root's swap (§5), each RELOADED, then the retired images closed.
   void CascadeAndFinish(uint64_t root, uint64_t root_id, OperationContext& ctx);
   void EmitReloaded(uint64_t bundle_id, uint64_t root_id, OperationContext& ctx);

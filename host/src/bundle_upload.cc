@@ -8,12 +8,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "polyplug/core/bundle_signature.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/manifest.h"
 
@@ -26,7 +28,6 @@ using core::MakeError;
 
 constexpr size_t kMaxPathBytes = 4096;
 constexpr size_t kMaxComponentBytes = 255;
-constexpr absl::string_view kSignatureFile = "bundle.sig";
 
 bool IsValidUtf8(absl::string_view text) {
   size_t i = 0;
@@ -120,11 +121,6 @@ absl::Status CheckBundleName(absl::string_view name) {
   return absl::OkStatus();
 }
 
-std::string Hex(const std::array<uint8_t, 32>& bytes) {
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-}
-
 absl::Status WriteError(int error, const std::string& path, absl::string_view what) {
   const bool space = error == ENOSPC || error == EDQUOT || error == EFBIG;
   return MakeError(
@@ -140,32 +136,6 @@ absl::Status SyncDirectory(const fs::path& dir) {
   const int error = errno;
   close(fd);
   return rc == 0 ? absl::OkStatus() : WriteError(error, dir.string(), "sync");
-}
-
-// TODO(signing): use the core's digest function once it lands.
-std::array<uint8_t, 32> CanonicalBundleDigest(
-    std::vector<std::pair<std::string, std::array<uint8_t, 32>>> files) {
-  std::sort(files.begin(), files.end());
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
-  static constexpr char kTag[] = "polyplug-bundle-sig";  // with its NUL: 20 bytes
-  EVP_DigestUpdate(md.get(), kTag, sizeof(kTag));
-  const uint8_t algorithm = 1;
-  EVP_DigestUpdate(md.get(), &algorithm, 1);
-  uint64_t count = files.size();
-  uint8_t le[8];
-  for (int i = 0; i < 8; ++i) le[i] = static_cast<uint8_t>(count >> (8 * i));
-  EVP_DigestUpdate(md.get(), le, 8);
-  for (const auto& [path, sha] : files) {
-    EVP_DigestUpdate(md.get(), path.data(), path.size() + 0);
-    const uint8_t nul = 0;
-    EVP_DigestUpdate(md.get(), &nul, 1);
-    EVP_DigestUpdate(md.get(), sha.data(), sha.size());
-  }
-  std::array<uint8_t, 32> out{};
-  unsigned int size = 0;
-  EVP_DigestFinal_ex(md.get(), out.data(), &size);
-  return out;
 }
 
 }  // namespace
@@ -191,6 +161,7 @@ class BundleUpload::FileWriter {
 
   absl::Status Write(absl::string_view data) {
     EVP_DigestUpdate(digest_.get(), data.data(), data.size());
+    const off_t start = written_;
     while (!data.empty()) {
       const ssize_t n = write(fd_, data.data(), data.size());
       if (n < 0) {
@@ -198,7 +169,11 @@ class BundleUpload::FileWriter {
         return WriteError(errno, path_.string(), "write");
       }
       data.remove_prefix(static_cast<size_t>(n));
+      written_ += n;
     }
+    // Start writing these pages back now, so that the fdatasync at the end waits for the
+    // last chunk rather than the whole file.
+    sync_file_range(fd_, start, written_ - start, SYNC_FILE_RANGE_WRITE);
     return absl::OkStatus();
   }
 
@@ -218,6 +193,7 @@ class BundleUpload::FileWriter {
   explicit FileWriter(fs::path path) : path_(std::move(path)) {}
   const fs::path path_;
   int fd_ = -1;
+  off_t written_ = 0;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> digest_{EVP_MD_CTX_new(),
                                                                   &EVP_MD_CTX_free};
 };
@@ -307,18 +283,26 @@ absl::Status BundleUpload::OpenNext() {
     writer_ = *std::move(writer);
     if (file.size > 0) return absl::OkStatus();
     // An empty file is complete as soon as it exists.
-    auto sha = writer_->Close();
-    writer_.reset();
-    if (!sha.ok()) return Fail(sha.status());
-    received_sha256_.push_back(*sha);
-    if (Hex(*sha) != file.sha256) {
-      return Fail(MakeError(
-          ErrorReason::kDigestMismatch,
-          absl::StrCat("file \"", absl::CHexEscape(file.path), "\" is empty, whose SHA-256 is ",
-                       Hex(*sha), ", but the header says ", file.sha256)));
-    }
-    ++next_file_;
+    if (absl::Status s = CompleteFile(); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::Status BundleUpload::CompleteFile() {
+  const UploadFile& file = header_.files[next_file_];
+  auto sha = writer_->Close();
+  writer_.reset();
+  if (!sha.ok()) return Fail(sha.status());
+  received_sha256_.push_back(*sha);
+  if (core::DigestToHex(*sha) != file.sha256) {
+    return Fail(MakeError(
+        ErrorReason::kDigestMismatch,
+        absl::StrCat("file \"", absl::CHexEscape(file.path), "\": the SHA-256 of the ", file.size,
+                     " bytes received is ", core::DigestToHex(*sha), ", the header says ",
+                     file.sha256, " (changed or corrupted on the way)")));
+  }
+  ++next_file_;
+  file_received_ = 0;
   return absl::OkStatus();
 }
 
@@ -338,19 +322,7 @@ absl::Status BundleUpload::Append(absl::string_view data) {
     file_received_ += take;
     data.remove_prefix(take);
     if (file_received_ < file.size) continue;
-    file_received_ = 0;
-    auto sha = writer_->Close();
-    writer_.reset();
-    if (!sha.ok()) return Fail(sha.status());
-    received_sha256_.push_back(*sha);
-    if (Hex(*sha) != file.sha256) {
-      return Fail(MakeError(
-          ErrorReason::kDigestMismatch,
-          absl::StrCat("file \"", absl::CHexEscape(file.path),
-                       "\": the SHA-256 of the bytes received is ", Hex(*sha), ", the header says ",
-                       file.sha256, " (changed or corrupted on the way)")));
-    }
-    ++next_file_;
+    if (absl::Status s = CompleteFile(); !s.ok()) return s;
     if (absl::Status s = OpenNext(); !s.ok()) return s;
   }
   return absl::OkStatus();
@@ -367,12 +339,12 @@ absl::Status BundleUpload::Finish() {
                                file_received_, " of ", file.size, " bytes)")));
   }
   // The canonical digest (docs/SIGNING.md) from the SHA-256 of each file as received.
-  std::vector<std::pair<std::string, std::array<uint8_t, 32>>> signed_files;
+  std::map<std::string, core::Sha256Digest> signed_files;
   for (size_t i = 0; i < header_.files.size(); ++i) {
-    if (header_.files[i].path == kSignatureFile) continue;
-    signed_files.emplace_back(header_.files[i].path, received_sha256_[i]);
+    if (header_.files[i].path == core::kBundleSignatureFileName) continue;
+    signed_files.emplace(header_.files[i].path, received_sha256_[i]);
   }
-  const std::string digest = Hex(CanonicalBundleDigest(std::move(signed_files)));
+  const std::string digest = core::DigestToHex(core::CanonicalBundleDigest(signed_files));
   if (digest != header_.bundle_digest) {
     return Fail(MakeError(
         ErrorReason::kDigestMismatch,

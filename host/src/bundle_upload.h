@@ -71,6 +71,8 @@ class BundleUpload {
   class FileWriter;  // bundle_upload.cc
   BundleUpload(UploadHeader header, std::filesystem::path staging_dir);
   absl::Status OpenNext();  // opens the next file (skipping empty ones, which it creates)
+  // The current file's bytes are all in: closes it and checks its SHA-256.
+  absl::Status CompleteFile();
   absl::Status Fail(absl::Status status);
 
   const UploadHeader header_;

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "host/src/bundle_listing.h"
 #include "host/src/status_mapping.h"
 #include "polyplug/core/error.h"
 #include "wire/wire.h"
@@ -79,7 +80,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                              " (the host restarted); resubscribe with include_snapshot, or ",
                              "resume after seq ", EarliestMinusOne(), " of epoch ", epoch,
                              " (earliest available seq ", runtime.journal().earliest_seq(), ")")),
-            context_));
+            context_, ResumeMetadata()));
       }
       auto backlog = runtime.journal().ReadAfter(cursor.seq());
       if (!backlog.ok()) {
@@ -88,7 +89,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
           AnnounceLocked();
           return SnapshotLocked();
         }
-        return FinishLocked(ToGrpcStatus(backlog.status(), context_));
+        return FinishLocked(ToGrpcStatus(backlog.status(), context_, ResumeMetadata()));
       }
       AnnounceLocked();
       last_covered_seq_ = cursor.seq();
@@ -101,7 +102,23 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     AnnounceLocked();
     if (request_.include_snapshot()) return SnapshotLocked();
     last_covered_seq_ = runtime.journal().last_seq();
+    if (request_.until_terminal_of_reload() != 0) ReplayReloadLocked();
     WriteNextLocked();
+  }
+
+  // A stream that waits for the end of a reload that started (or ended) before it did gets
+  // that reload's events from the journal first, so that it cannot miss its end.
+  void ReplayReloadLocked() {
+    const core::EventJournal& journal = hub_->runtime_.journal();
+    const uint64_t now = last_covered_seq_;
+    const uint64_t earliest = journal.earliest_seq();
+    auto events = journal.ReadAfter(earliest > 0 ? earliest - 1 : 0);
+    if (!events.ok()) return;
+    for (const core::PhaseEvent& e : *events) {
+      if (e.seq > now) break;  // live from here: Offer() delivers it
+      if (e.root_reload_id == request_.until_terminal_of_reload()) EnqueuePhaseLocked(e, nullptr);
+    }
+    last_covered_seq_ = now;
   }
 
   // Sends the initial metadata at once, carrying the host epoch, so that a client knows the
@@ -170,6 +187,15 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
  private:
+  // Where a cursor that is out of range can resume, for machines: google.rpc.ErrorInfo
+  // metadata of the OUT_OF_RANGE error (as etcd's compact_revision).
+  std::map<std::string, std::string> ResumeMetadata() const {
+    const core::Runtime& runtime = hub_->runtime_;
+    return {{"host_epoch", absl::StrCat(runtime.host_epoch())},
+            {"earliest_seq", absl::StrCat(runtime.journal().earliest_seq())},
+            {"resume_after_seq", absl::StrCat(EarliestMinusOne())}};
+  }
+
   uint64_t EarliestMinusOne() const {
     const uint64_t earliest = hub_->runtime_.journal().earliest_seq();
     return earliest == 0 ? hub_->runtime_.journal().last_seq() : earliest - 1;
@@ -181,22 +207,11 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
   void SnapshotLocked() {
     core::Runtime& runtime = hub_->runtime_;
-    uint64_t seq = 0;
-    std::vector<core::BundleInfo> bundles;
-    std::vector<core::PhaseEvent> not_restored;
     const CrashRecovery* recovery = hub_->options_.recovery;
-    // The listing must match a journal position: retry while events arrive meanwhile.
-    for (int attempt = 0; attempt < 16; ++attempt) {
-      seq = runtime.journal().last_seq();
-      bundles = runtime.ListBundles();
-      if (recovery) not_restored = recovery->NotRestored();
-      if (runtime.journal().last_seq() == seq) break;
-    }
-    // A bundle that loaded since is no longer left out (its entry goes just after LOADED).
-    std::erase_if(not_restored, [&](const core::PhaseEvent& e) {
-      return std::any_of(bundles.begin(), bundles.end(),
-                         [&](const core::BundleInfo& b) { return b.name == e.bundle_name; });
-    });
+    BundleListing listing = ListAtJournalPosition(runtime, recovery);
+    const uint64_t seq = listing.seq;
+    const std::vector<core::BundleInfo>& bundles = listing.bundles;
+    const std::vector<core::PhaseEvent>& not_restored = listing.not_restored;
     const uint64_t revision = runtime.registry().revision();
     for (const core::BundleInfo& b : bundles) {
       if (!Wanted(b.name)) continue;

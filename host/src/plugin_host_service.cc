@@ -11,6 +11,7 @@
 #include "core/src/paths.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "host/src/bundle_listing.h"
 #include "host/src/session_stream.h"
 #include "host/src/status_mapping.h"
 #include "polyplug/core/error.h"
@@ -326,15 +327,26 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
           MakeError(ErrorReason::kInvalidArgument, "set 'name' or 'path' of the bundle to reload"));
       return reactor;
   }
+  core::ReloadOptions reload_options;
+  reload_options.expected_sha256 = request->expected_sha256();
+  if (!reload_options.expected_sha256.empty() &&
+      (reload_options.expected_sha256.size() != 64 ||
+       reload_options.expected_sha256.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    Reject(context, reactor,
+           MakeError(ErrorReason::kInvalidArgument,
+                     "field 'expected_sha256' must be 64 lowercase hex digits (what sha256sum "
+                     "prints for the artifact)"));
+    return reactor;
+  }
   if (AnsweredFromLog(context, reactor, "Reload", request->request_id(), FingerprintOf(*request),
                       response)) {
     return reactor;
   }
   PostOperation(
       context, reactor, "reload",
-      [this, context, response, name, path] {
-        auto outcome =
-            name.empty() ? runtime_.ReloadBundle(path) : runtime_.ReloadBundleByName(name);
+      [this, context, response, name, path, reload_options] {
+        auto outcome = name.empty() ? runtime_.ReloadBundle(path, reload_options)
+                                    : runtime_.ReloadBundleByName(name, reload_options);
         if (!outcome.ok()) {
           return ToGrpcStatus(outcome.status(), context);
         }
@@ -701,9 +713,11 @@ grpc::ServerUnaryReactor* PluginHostService::ListBundles(grpc::CallbackServerCon
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
   response->set_registry_revision(runtime_.registry().revision());
-  for (const core::BundleInfo& b : runtime_.ListBundles())
-    ToProto(b, runtime_, response->add_bundles());
+  const BundleListing listing = ListAtJournalPosition(runtime_, options_.recovery);
+  for (const core::BundleInfo& b : listing.bundles) ToProto(b, runtime_, response->add_bundles());
   response->set_host_epoch(runtime_.host_epoch());
+  response->mutable_cursor()->set_host_epoch(runtime_.host_epoch());
+  response->mutable_cursor()->set_seq(listing.seq);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -713,18 +727,22 @@ grpc::ServerUnaryReactor* PluginHostService::ListContracts(grpc::CallbackServerC
                                                            v1::ListContractsResponse* response) {
   auto* reactor = context->DefaultReactor();
   if (Unauthorized(context, reactor)) return reactor;
-  std::vector<core::ContractEntry> entries;
-  if (request->bundle().empty()) {
-    entries = runtime_.registry().List();
-  } else {
+  uint64_t bundle_id = 0;
+  if (!request->bundle().empty()) {
     if (Reject(context, reactor, CheckName("bundle", request->bundle()))) return reactor;
     if (auto b = runtime_.GetBundle(request->bundle()); !b.ok()) {
       Reject(context, reactor, b.status());
       return reactor;
     }
-    entries = runtime_.registry().ListBundle(core::BundleId(request->bundle()));
+    bundle_id = core::BundleId(request->bundle());
   }
-  for (const core::ContractEntry& e : entries) ToProto(e, runtime_, response->add_contracts());
+  const BundleListing listing =
+      ListAtJournalPosition(runtime_, options_.recovery, /*contracts=*/true, bundle_id);
+  for (const core::ContractEntry& e : listing.contracts) {
+    ToProto(e, runtime_, response->add_contracts());
+  }
+  response->mutable_cursor()->set_host_epoch(runtime_.host_epoch());
+  response->mutable_cursor()->set_seq(listing.seq);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

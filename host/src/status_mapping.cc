@@ -8,7 +8,8 @@
 
 namespace polyplug::host {
 
-grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context) {
+grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context,
+                          const std::map<std::string, std::string>& metadata) {
   if (status.ok()) return grpc::Status::OK;
   const core::ErrorReason reason = core::ReasonOf(status);
   const std::string token(core::ReasonToken(
@@ -19,6 +20,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContex
   google::rpc::ErrorInfo info;
   info.set_reason(token);
   info.set_domain("polyplug.host");
+  for (const auto& [key, value] : metadata) (*info.mutable_metadata())[key] = value;
   google::rpc::Status details;
   details.set_code(static_cast<int32_t>(status.code()));  // absl and gRPC share the codes
   details.set_message(message);
@@ -127,6 +129,8 @@ v1::FailureReason ToProtoReason(core::ErrorReason reason) {
       return v1::FAILURE_REASON_REQUEST_ID_REUSED;
     case core::ErrorReason::kOperationNotFound:
       return v1::FAILURE_REASON_OPERATION_NOT_FOUND;
+    case core::ErrorReason::kExpectedSha256Mismatch:
+      return v1::FAILURE_REASON_EXPECTED_SHA256_MISMATCH;
   }
   return v1::FAILURE_REASON_INTERNAL;
 }

@@ -4,6 +4,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
+#include <string>
+
 #include "absl/status/status.h"
 #include "polyplug/core/phase_event.h"
 #include "polyplug/core/registry.h"
@@ -12,10 +15,13 @@
 
 namespace polyplug::host {
 
-// Same code, message "[REASON_TOKEN] message". When `context` is given, also adds the
-// reason as trailing metadata (wire::kReasonTrailer).
+// Same code, message "[REASON_TOKEN] message", and the details a google.rpc.Status with a
+// google.rpc.ErrorInfo (reason, domain "polyplug.host", `metadata` for machines: e.g. where
+// an out-of-range cursor can resume). When `context` is given, also adds the reason as
+// trailing metadata (wire::kReasonTrailer).
 grpc::Status ToGrpcStatus(const absl::Status& status,
-                          grpc::CallbackServerContext* context = nullptr);
+                          grpc::CallbackServerContext* context = nullptr,
+                          const std::map<std::string, std::string>& metadata = {});
 
 // A server stream refused before it started: finishes with `status`, deletes itself.
 template <typename Message>

@@ -8,6 +8,11 @@
 //   reload      Reload end to end (the call is sent until a subscriber holds RELOADED)
 //               against copy + dlopen + polyplug_init + dlclose of the same bundle in this
 //               process plus one Echo.
+//   push        PushBundle of a 16 MiB bundle (a copy of the counter test bundle and a data
+//               file), versions 1 and 2 in turn so that each push reloads, against
+//               EchoStream of the same bytes in the same 1 MiB messages on a channel made
+//               like the HostClient's, interleaved; and against copying the same files into
+//               a bundle directory + Runtime::ReloadBundle in this process.
 //   fanout      One reload with 1, 100 and 1,000 subscribed streams over 8 channels: time
 //               from the event until the last subscriber holds RELOADED; host CPU per
 //               delivered event (against the same reloads with no subscriber); host memory
@@ -41,11 +46,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -111,6 +118,13 @@ T Check(absl::StatusOr<T> result, const std::string& what) {
 
 double ElapsedUs(Clock::time_point start) {
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+std::string ReadFileText(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 // ---- Reporting ------------------------------------------------------------------------
@@ -321,6 +335,7 @@ class BenchServer {
 
   const std::string& unix_address() const { return unix_; }
   HostClient& client() { return *client_; }
+  pid_t pid() const { return process_->pid(); }
   ProcessSample Sample() const { return process_->Sample(); }
 
  protected:
@@ -493,6 +508,199 @@ void RunReload(const Options& options, Report& report) {
               "floor: in-process copy+dlopen+init+dlclose + Echo"});
   report.Add({"reload", "Reload until a subscriber holds RELOADED p99", r.p99, "us", f.p99,
               std::nullopt, "same floor"});
+}
+
+// ---- push ----------------------------------------------------------------------------
+
+// What a pushed bundle weighs, all its files together, and the messages its bytes travel
+// in (HostClient::PushBundle's chunks, client/src/bundle_push.cc).
+constexpr uint64_t kPushBundleBytes = uint64_t{16} << 20;
+constexpr size_t kPushChunkBytes = size_t{1} << 20;
+
+// A copy of the test bundle `bundle` in `dir` with a data file of pseudo-random bytes
+// (from `seed`) that brings its files to kPushBundleBytes.
+fs::path MakePushBundle(const fs::path& bundle, const fs::path& dir, uint64_t seed) {
+  fs::copy(bundle, dir, fs::copy_options::recursive);
+  uint64_t size = 0;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) size += entry.file_size();
+  }
+  if (size >= kPushBundleBytes) Die(absl::StrCat(bundle.string(), " is larger than 16 MiB"));
+  std::string data(kPushBundleBytes - size, '\0');
+  std::mt19937_64 random(seed);
+  for (size_t at = 0; at + 8 <= data.size(); at += 8) {
+    const uint64_t word = random();
+    std::memcpy(data.data() + at, &word, 8);
+  }
+  std::ofstream out(dir / "data.bin", std::ios::binary);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  if (!out.flush()) Die(absl::StrCat("cannot write ", (dir / "data.bin").string()));
+  return dir;
+}
+
+// The bytes of the files below `dir`, one after the other in the order PushBundle sends
+// them (by relative path).
+std::string BundleBytes(const fs::path& dir) {
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) files.push_back(entry.path().lexically_relative(dir));
+  }
+  std::sort(files.begin(), files.end(), [](const fs::path& a, const fs::path& b) {
+    return a.generic_string() < b.generic_string();
+  });
+  std::string bytes;
+  for (const fs::path& file : files) bytes += ReadFileText(dir / file);
+  return bytes;
+}
+
+// A channel made as HostClient::Connect makes its own (client/src/host_client.cc): the same
+// target, credentials and arguments. HostClient does not hand its channel out, and gRPC's
+// subchannel pool gives channels alike the same connection.
+std::shared_ptr<grpc::Channel> ChannelLikeHostClient(const std::string& target) {
+  const polyplug::client::ConnectOptions defaults;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(defaults.max_message_bytes);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetLoadBalancingPolicyName("round_robin");
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(defaults.reconnect_initial_backoff)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(defaults.reconnect_max_backoff)));
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+// The sockets process `pid` holds open: its listeners and its connections.
+int SocketCount(pid_t pid) {
+  int sockets = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& fd :
+       fs::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), ec)) {
+    std::error_code link_ec;
+    if (fs::read_symlink(fd.path(), link_ec).string().rfind("socket:", 0) == 0) ++sockets;
+  }
+  return sockets;
+}
+
+// EchoStream of `bytes` in messages of kPushChunkBytes, each copied into its message as
+// PushBundle reads a file into its own: the time of the whole call, in us.
+double EchoStreamUs(v1::PluginHost::Stub& stub, const std::string& bytes) {
+  const auto start = Clock::now();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::EchoStreamResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::EchoRequest>> writer =
+      stub.EchoStream(&context, &response);
+  v1::EchoRequest request;
+  for (size_t at = 0; at < bytes.size(); at += kPushChunkBytes) {
+    request.mutable_payload()->assign(bytes, at, kPushChunkBytes);
+    if (!writer->Write(request)) break;
+  }
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) Die(absl::StrCat("EchoStream: ", status.error_message()));
+  if (response.bytes() != bytes.size()) Die("EchoStream: the host did not receive every byte");
+  return ElapsedUs(start);
+}
+
+// A polyplug-host that takes pushes into a deploy root of its own and serves nothing else.
+class PushHost : public BenchServer {
+ public:
+  PushHost() : BenchServer("host.sock") {
+    Start({POLYPLUG_HOST_BINARY, "--deploy-root", (dir() / "deploy").string(), "--listen",
+           unix_address(), "--state-dir", (dir() / "state").string()},
+          "host.log");
+  }
+};
+
+// The push's in-process floor: a runtime in this process with the bundle loaded from a
+// directory of its own; a version is deployed by copying its files over that directory's
+// (no fsync, as a build or `cp` writes them) and calling Runtime::ReloadBundle.
+class InProcessDeploy {
+ public:
+  explicit InProcessDeploy(const fs::path& first) : bundle_(dir_.path() / "counter") {
+    fs::copy(first, bundle_, fs::copy_options::recursive);
+    polyplug::core::RuntimeOptions runtime_options;
+    runtime_options.state_dir = dir_.path() / "state";
+    runtime_ = Check(polyplug::core::Runtime::Create(runtime_options), "Runtime::Create");
+    Check(runtime_->LoadBundle(bundle_), "LoadBundle");
+  }
+  ~InProcessDeploy() { runtime_.reset(); }  // before the scratch directory goes
+
+  // Deploys `version`; the time of the copy and the reload, in us.
+  double CopyAndReloadUs(const fs::path& version) {
+    const auto start = Clock::now();
+    fs::copy(version, bundle_, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    const polyplug::core::ReloadOutcome outcome =
+        Check(runtime_->ReloadBundle(bundle_), "ReloadBundle");
+    if (!outcome.ok()) {
+      Die(absl::StrCat("the in-process reload failed: ", outcome.status.ToString()));
+    }
+    return ElapsedUs(start);
+  }
+
+ private:
+  ScratchDir dir_;
+  fs::path bundle_;
+  std::unique_ptr<polyplug::core::Runtime> runtime_;
+};
+
+void RunPush(const Options& options, Report& report) {
+  // Two versions of 16 MiB; the runtime in this process starts at the second and the host
+  // at neither, so that every push after the first (a load) and every in-process deploy
+  // replaces the version running.
+  const ScratchDir work;
+  const std::array<fs::path, 2> versions = {
+      MakePushBundle(fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v1", work.path() / "v1", 1),
+      MakePushBundle(fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v2", work.path() / "v2", 2)};
+  const std::string bytes = BundleBytes(versions[0]);
+  PushHost host;
+  HostClient& client = host.client();
+  InProcessDeploy in_process(versions[1]);
+  const int sockets_before = SocketCount(host.pid());
+  std::unique_ptr<v1::PluginHost::Stub> stub =
+      v1::PluginHost::NewStub(ChannelLikeHostClient(host.unix_address()));
+  const int iterations = options.quick ? 4 : 100;
+  const int warmup = options.quick ? 1 : 4;
+  std::vector<double> floor, push, local;
+  for (int i = 0; i < warmup + iterations; ++i) {
+    const fs::path& version = versions[i % 2];
+    const double floor_us = EchoStreamUs(*stub, bytes);
+    const auto start = Clock::now();
+    const v1::PushBundleResponse response = Check(client.PushBundle(version), "PushBundle");
+    const double push_us = ElapsedUs(start);
+    const v1::PushOutcome expected = i == 0 ? v1::PUSH_OUTCOME_LOADED : v1::PUSH_OUTCOME_RELOADED;
+    if (response.outcome() != expected) {
+      Die(absl::StrCat("push ", i + 1, ": ", v1::PushOutcome_Name(response.outcome()), " (",
+                       response.message(), "), expected ", v1::PushOutcome_Name(expected)));
+    }
+    const double local_us = in_process.CopyAndReloadUs(version);
+    if (i < warmup) continue;
+    floor.push_back(floor_us);
+    push.push_back(push_us);
+    local.push_back(local_us);
+  }
+  // Whether the floor's channel got the HostClient's connection: the host accepted no other.
+  const bool shared = SocketCount(host.pid()) == sockets_before;
+  const Percentiles f = Summarise(floor), p = Summarise(push), l = Summarise(local);
+  auto mib_per_s = [](double us) {
+    return static_cast<double>(kPushBundleBytes >> 20) / (us / 1e6);
+  };
+  report.Add(
+      {"push", "PushBundle of 16 MiB (a reload) p50", p.p50 / 1e3, "ms", f.p50 / 1e3, 1.25,
+       absl::StrFormat("floor: EchoStream of the same bytes in 1 MiB messages on a channel made "
+                       "like the HostClient's (%s), p50; %.0f MiB/s against %.0f MiB/s",
+                       shared ? "it shared the HostClient's connection"
+                              : "a connection of its own, the host's second",
+                       mib_per_s(p.p50), mib_per_s(f.p50))});
+  report.Add({"push", "PushBundle of 16 MiB (a reload) p99", p.p99 / 1e3, "ms", f.p99 / 1e3,
+              std::nullopt, "same floor, p99"});
+  report.Add({"push", "PushBundle vs copy + reload in process p50", p.p50 / 1e3, "ms", l.p50 / 1e3,
+              std::nullopt,
+              absl::StrFormat("floor: the same files copied over a bundle directory + "
+                              "Runtime::ReloadBundle in this process; p99 %.1f against %.1f ms",
+                              p.p99 / 1e3, l.p99 / 1e3)});
 }
 
 // ---- fanout and sustained: many raw subscriber streams -------------------------------
@@ -828,13 +1036,6 @@ double ThreadCpuUs() {
 
 std::string SelfPath() { return fs::read_symlink("/proc/self/exe").string(); }
 
-std::string ReadFileText(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // A game's process: its runtime, the control plane embedded in it, and a frame that calls
 // the counter bundle through a handle `calls` times.
 class EmbeddedGame {
@@ -1147,8 +1348,8 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (argc == 3 && std::string(argv[1]) == "--hammer") return RunHammer(argv[2]);
   Options options;
-  const std::set<std::string> known = {"rpc",       "reload",     "fanout",  "sporadic",
-                                       "sustained", "throughput", "embedded"};
+  const std::set<std::string> known = {"rpc",      "reload",    "push",       "fanout",
+                                       "sporadic", "sustained", "throughput", "embedded"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--json") {
@@ -1171,6 +1372,7 @@ int main(int argc, char** argv) {
   Report report(options);
   if (options.Wants("rpc")) RunRpc(options, report);
   if (options.Wants("reload")) RunReload(options, report);
+  if (options.Wants("push")) RunPush(options, report);
   if (options.Wants("fanout")) RunFanout(options, report);
   if (options.Wants("sustained")) RunSustained(options, report);
   if (options.Wants("throughput")) RunThroughput(options, report);

@@ -1,6 +1,8 @@
 // polyplugctl against a real polyplug-host: every command's exit code (0 success, 1 the
-// operation failed, 2 usage, 3 unreachable or unauthenticated) and its --json output, which
-// must parse as the host.proto message it claims to be.
+// operation failed, 2 usage, 3 unreachable or unauthenticated, 4 timeout) and its --json
+// output, whose envelope's object must parse as the host.proto message its type names.
+// polyplugctl_ci_test.cc has request ids, operation, wait, version, completion and the
+// timeout exit code.
 #include <signal.h>
 
 #include <string>
@@ -11,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/client_fixture.h"
+#include "client/polyplugctl_json.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
@@ -34,16 +37,11 @@ std::vector<std::string> Lines(const std::string& text) {
   return absl::StrSplit(text, '\n', absl::SkipEmpty());
 }
 
-// `json` as a `Message`; a test failure (naming the text) when it does not parse, e.g.
-// because a field name is not host.proto's.
+// The object of the --json line `json` as a `Message`, the envelope's type; a test failure
+// (naming the text) when it does not parse, e.g. because a field name is not host.proto's.
 template <typename Message>
 Message Parse(const std::string& json) {
-  Message message;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  const auto status = google::protobuf::util::JsonStringToMessage(json, &message, options);
-  EXPECT_TRUE(status.ok()) << status.ToString() << "\nin: " << json;
-  return message;
+  return ParseCtlJson<Message>(json);
 }
 
 // A string field of a google.protobuf.Struct, "" when absent.
@@ -88,18 +86,23 @@ TEST_F(PolyplugctlTest, InfoListFindAndHealthWithJson) {
   ProcessResult bundles = Ctl({"list", "bundles", "--json"});
   ASSERT_EQ(bundles.exit_code, 0) << Shown(bundles);
   std::vector<std::string> lines = Lines(bundles.out);
-  ASSERT_THAT(lines, SizeIs(2));
+  ASSERT_THAT(lines, SizeIs(3));
   EXPECT_EQ(Parse<v1::Bundle>(lines[0]).name(), "chain_a");
   EXPECT_EQ(Parse<v1::Bundle>(lines[1]).name(), "chain_b");
+  // Last, the cursor the listing is current at: `watch --from EPOCH:SEQ` follows on.
+  const v1::Cursor cursor = Parse<v1::Cursor>(lines[2]);
+  EXPECT_EQ(cursor.host_epoch(), host().epoch());
   ProcessResult table = Ctl({"list", "bundles"});
   ASSERT_EQ(table.exit_code, 0) << Shown(table);
   ASSERT_THAT(Lines(table.out), SizeIs(3));
   EXPECT_THAT(Lines(table.out)[0], HasSubstr("NAME"));
+  EXPECT_THAT(table.err,
+              HasSubstr(absl::StrCat("watch --from ", cursor.host_epoch(), ":", cursor.seq())));
 
   ProcessResult contracts = Ctl({"list", "contracts", "--bundle", "chain_b", "--json"});
   ASSERT_EQ(contracts.exit_code, 0) << Shown(contracts);
-  ASSERT_THAT(Lines(contracts.out), SizeIs(1));
-  EXPECT_EQ(Parse<v1::ContractHandle>(contracts.out).contract_name(), "chain.b");
+  ASSERT_THAT(Lines(contracts.out), SizeIs(2));
+  EXPECT_EQ(Parse<v1::ContractHandle>(Lines(contracts.out)[0]).contract_name(), "chain.b");
 
   ProcessResult find = Ctl({"find", "chain.a@1", "--json"});
   ASSERT_EQ(find.exit_code, 0) << Shown(find);
@@ -109,8 +112,7 @@ TEST_F(PolyplugctlTest, InfoListFindAndHealthWithJson) {
 
   ProcessResult missing = Ctl({"find", "nothing.here@1", "--json"});
   EXPECT_EQ(missing.exit_code, 1) << Shown(missing);
-  auto error = Parse<google::protobuf::Struct>(missing.out);
-  const auto& fields = error.fields().at("error").struct_value();
+  const auto fields = ParseCtlObject(missing.out, "error");
   EXPECT_EQ(Field(fields, "code"), "NOT_FOUND");
   EXPECT_EQ(Field(fields, "reason"), "CONTRACT_NOT_FOUND");
   EXPECT_THAT(Field(fields, "message"), HasSubstr("nothing.here@1"));
@@ -120,11 +122,11 @@ TEST_F(PolyplugctlTest, InfoListFindAndHealthWithJson) {
 
   ProcessResult health = Ctl({"health", "--json"});
   ASSERT_EQ(health.exit_code, 0) << Shown(health);
-  EXPECT_EQ(Field(Parse<google::protobuf::Struct>(health.out), "status"), "SERVING");
+  EXPECT_EQ(Field(ParseCtlObject(health.out, "polyplugctl.Health"), "status"), "SERVING");
   EXPECT_EQ(Ctl({"health", "--bundle", "chain_a"}).exit_code, 0);
   ProcessResult unknown = Ctl({"health", "--bundle", "nope", "--json"});
   EXPECT_EQ(unknown.exit_code, 1) << Shown(unknown);
-  EXPECT_EQ(Field(Parse<google::protobuf::Struct>(unknown.out), "status"), "SERVICE_UNKNOWN");
+  EXPECT_EQ(Field(ParseCtlObject(unknown.out, "polyplugctl.Health"), "status"), "SERVICE_UNKNOWN");
 }
 
 TEST_F(PolyplugctlTest, ReloadExitCodeTellsSuccessFromFailure) {
@@ -197,9 +199,7 @@ TEST_F(PolyplugctlTest, LoadAndUnload) {
 
   ProcessResult refused = Ctl({"unload", "chain_a", "--json"});
   EXPECT_EQ(refused.exit_code, 1) << Shown(refused);
-  EXPECT_EQ(Field(Parse<google::protobuf::Struct>(refused.out).fields().at("error").struct_value(),
-                  "reason"),
-            "DEPENDENCY_IN_USE");
+  EXPECT_EQ(Field(ParseCtlObject(refused.out, "error"), "reason"), "DEPENDENCY_IN_USE");
   ProcessResult cascade = Ctl({"unload", "chain_a", "--cascade", "--json"});
   ASSERT_EQ(cascade.exit_code, 0) << Shown(cascade);
   EXPECT_THAT(Parse<v1::UnloadBundleResponse>(cascade.out).unloaded(),
@@ -214,8 +214,7 @@ TEST_F(PolyplugctlTest, WatchPrintsEventsAndEndsOnCountOrTerminal) {
     ChildProcess watch(CtlArgs({"watch", "--count", "2", "--json"}));
     auto first = watch.ReadLine();  // the initial resync: the watch is subscribed
     ASSERT_TRUE(first.has_value());
-    auto resync = Parse<google::protobuf::Struct>(*first);
-    EXPECT_EQ(Field(resync, "kind"), "RESYNCED");
+    auto resync = ParseCtlObject(*first, "polyplugctl.Resynced");
     EXPECT_EQ(Field(resync, "cause"), "INITIAL");
     ASSERT_TRUE(client->Reload("counter").ok());
     ProcessResult r = watch.Wait();
@@ -372,6 +371,17 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
       {"info", "--timeout", "soon"},
       {"info", "--color", "sometimes"},
       {"info", "--host"},
+      {"reload", "x", "--request-id", "has space"},
+      {"reload", "x", "--request-id", std::string(129, 'x')},
+      {"reload", "x", "--recover-timeout", "soon"},
+      {"info", "--request-id", "x"},
+      {"operation"},
+      {"wait", "--version", "1.0.0"},
+      {"wait", "--bundle", "x", "--version", "1.0"},
+      {"wait", "--bundle", "x", "--sha256", "abc"},
+      {"wait", "--bundle", "x", "--version"},
+      {"completion"},
+      {"completion", "zsh"},
   };
   for (const auto& args : usage_errors) {
     std::vector<std::string> argv = {POLYPLUGCTL_BINARY};
@@ -380,8 +390,8 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
     EXPECT_EQ(r.exit_code, 2) << absl::StrJoin(args, " ") << "\n" << Shown(r);
     EXPECT_THAT(r.err, HasSubstr("usage")) << absl::StrJoin(args, " ");
   }
-  for (const char* command :
-       {"reload", "load", "unload", "find", "list", "watch", "info", "health", "call", "id"}) {
+  for (const char* command : {"reload", "load", "unload", "find", "list", "watch", "info", "health",
+                              "call", "id", "push", "operation", "wait", "version", "completion"}) {
     ProcessResult r = RunProcess({POLYPLUGCTL_BINARY, command, "--help"});
     EXPECT_EQ(r.exit_code, 0) << command;
     EXPECT_THAT(r.out, HasSubstr(absl::StrCat("usage: polyplugctl ", command))) << command;
@@ -391,6 +401,7 @@ TEST_F(PolyplugctlTest, UsageErrorsAreExitCode2AndHelpIsExitCode0) {
   ProcessResult top = RunProcess({POLYPLUGCTL_BINARY, "--help"});
   EXPECT_EQ(top.exit_code, 0);
   EXPECT_THAT(top.out, HasSubstr("exit codes"));
+  EXPECT_THAT(top.out, HasSubstr("4 timeout"));
   EXPECT_THAT(top.out, HasSubstr("\n  id NAME|CONTRACT@MAJOR..."));
 }
 
@@ -451,14 +462,14 @@ TEST(PolyplugctlIdTest, JsonIsOneObjectPerOperand) {
   const std::vector<std::string> lines = Lines(r.out);
   ASSERT_THAT(lines, SizeIs(2)) << Shown(r);
 
-  const auto bundle = Parse<google::protobuf::Struct>(lines[0]);
+  const auto bundle = ParseCtlObject(lines[0], "polyplugctl.Id");
   EXPECT_EQ(Field(bundle, "kind"), "BUNDLE");
   EXPECT_EQ(Field(bundle, "name"), "greeter");
   EXPECT_EQ(Field(bundle, "id"), absl::StrCat(core::BundleId("greeter")));
   EXPECT_EQ(Field(bundle, "id_hex"), core::FormatBundleId(core::BundleId("greeter")));
   EXPECT_FALSE(bundle.fields().contains("major"));
 
-  const auto contract = Parse<google::protobuf::Struct>(lines[1]);
+  const auto contract = ParseCtlObject(lines[1], "polyplugctl.Id");
   const uint64_t id = core::GuestContractId("example.greeter", 1);
   EXPECT_EQ(Field(contract, "kind"), "GUEST_CONTRACT");
   EXPECT_EQ(Field(contract, "name"), "example.greeter@1");

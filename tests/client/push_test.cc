@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/client_fixture.h"
+#include "client/polyplugctl_json.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -61,10 +62,7 @@ TEST_F(PushTest, PolyplugctlPushLoadsThenReloadsAndExitsByOutcome) {
   // --json: the response, with host.proto's field names.
   const ProcessResult json = Ctl({"--json", "push", TestBundleDir("counter_v1").string()});
   EXPECT_EQ(json.exit_code, 0) << Shown(json);
-  v1::PushBundleResponse response;
-  google::protobuf::util::JsonParseOptions strict;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.out, &response, strict).ok())
-      << json.out;
+  const v1::PushBundleResponse response = ParseCtlJson<v1::PushBundleResponse>(json.out);
   EXPECT_EQ(response.outcome(), v1::PUSH_OUTCOME_RELOADED);
   EXPECT_EQ(response.bundle_digest(),
             core::DigestToHex(core::DigestBundle(TestBundleDir("counter_v1"))->digest));

@@ -327,5 +327,41 @@ TEST_F(HostProcessTest, ConcurrentReloadsAreSerialized) {
   for (size_t i = 0; i < streamed.size(); ++i) EXPECT_EQ(streamed[i].seq(), start_seq + 1 + i);
 }
 
+// CI reloads the build it means or nothing: expected_sha256 is checked against the bytes
+// that would load, before anything happens.
+TEST_F(HostProcessTest, AReloadExpectingAnotherBuildReloadsNothing) {
+  const fs::path counter = Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  fs::path library;
+  for (const auto& entry : fs::directory_iterator(counter)) {
+    if (entry.path().extension() == ".so") library = entry.path();
+  }
+  ASSERT_FALSE(library.empty());
+  const std::string v1_sha = Sha256OfFile(library);
+  OverwriteArtifact(TestBundleDir("counter_v2"), counter);
+  const std::string v2_sha = Sha256OfFile(library);
+  ASSERT_NE(v1_sha, v2_sha);
+  const uint64_t before = HostInfo().last_seq();
+
+  v1::ReloadRequest request;
+  request.set_name("counter");
+  request.set_expected_sha256(v1_sha);  // CI built v1; v2 is on disk
+  auto refused = Reload(request);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << ToString(refused.status);
+  EXPECT_EQ(refused.trailing_reason, "EXPECTED_SHA256_MISMATCH");
+  EXPECT_THAT(refused.status.error_message(), HasSubstr(v1_sha));
+  EXPECT_THAT(refused.status.error_message(), HasSubstr(v2_sha));
+  EXPECT_EQ(HostInfo().last_seq(), before) << "a refused precondition fired an event";
+
+  request.set_expected_sha256("not-hex");
+  EXPECT_EQ(Reload(request).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  request.set_expected_sha256(v2_sha);
+  auto reloaded = Reload(request);
+  ASSERT_TRUE(reloaded.status.ok()) << ToString(reloaded.status);
+  EXPECT_EQ(reloaded.response.outcome(), v1::RELOAD_OUTCOME_RELOADED);
+}
+
 }  // namespace
 }  // namespace polyplug::test

@@ -243,7 +243,7 @@ TEST_F(PushBundleRefusalTest, AnUploadLargerThanTheLimitIsRefusedBeforeItsBytes)
 TEST_F(PushBundleRefusalTest, AFileWhoseBytesDoNotMatchItsSha256IsRefused) {
   upload_.bytes[upload_.bytes.size() / 2] ^= 0x55;
   ExpectRefused(upload_, grpc::StatusCode::INVALID_ARGUMENT, "DIGEST_MISMATCH",
-                "the SHA-256 of the bytes received is");
+                " bytes received is ");
 }
 
 TEST_F(PushBundleRefusalTest, AWrongBundleDigestIsRefused) {

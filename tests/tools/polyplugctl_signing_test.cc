@@ -126,6 +126,8 @@ TEST_F(PolyplugctlSigningTest, KeygenSignVerifyAndDigest) {
 
   Result json = Ctl({"verify", "counter_v1", "--json"});
   ASSERT_EQ(json.exit_code, 0) << Shown(json);
+  // polyplugctl's --json envelope: {"type": ..., "object": {...}}.
+  EXPECT_THAT(json.out, StartsWith("{\"type\":\"polyplugctl.Verification\",\"object\":{"));
   EXPECT_THAT(json.out, HasSubstr(absl::StrCat("\"public_key\":\"", public_hex, "\"")));
   EXPECT_THAT(json.out, HasSubstr(absl::StrCat("\"digest\":\"", digest_hex, "\"")));
 }
@@ -169,6 +171,7 @@ TEST_F(PolyplugctlSigningTest, VerifyFailuresCarryTheReasonToken) {
       Ctl({"verify", "golden", "--trusted-key", "other/verifying.key", "--json"});
   EXPECT_EQ(untrusted_json.exit_code, 1);
   EXPECT_THAT(untrusted_json.out, HasSubstr("\"reason\":\"UNTRUSTED_SIGNING_KEY\""));
+  EXPECT_THAT(untrusted_json.out, StartsWith("{\"type\":\"error\",\"object\":{"));
 
   WriteFile(bundle / "ab", "plain, changed\n");
   Result tampered = Ctl({"verify", "golden"});

@@ -27,6 +27,10 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;       // the reload or operation failed (reason printed)
 inline constexpr int kExitUsage = 2;        // a usage error
 inline constexpr int kExitUnreachable = 3;  // the host is unreachable or refused the credentials
+// polyplugctl's own deadline (--timeout) ended the command before it knew the outcome: a
+// call's deadline passed without an answer, `watch` or `wait` ran out of time, or an
+// operation whose response was lost was still running when polyplugctl stopped waiting.
+inline constexpr int kExitTimeout = 4;
 
 // What every command runs with.
 struct Invocation {
@@ -38,11 +42,16 @@ struct Invocation {
 // What a command that talks to the host runs with.
 struct Context : Invocation {
   client::HostClient& client;
-  client::CallOptions call;               // the options of each call to the host
+  // The options of each call to the host. For a command that sends a request id (reload,
+  // load, unload, push), call.request_id is that id (the same as out.request_id()).
+  client::CallOptions call;
   std::optional<absl::Duration> timeout;  // --timeout, when given
   // How `watch` ends. Owned by main(), shared with the thread that takes SIGINT and
   // SIGTERM; only `watch` uses it.
   WatchEnd& watch_end;
+  // For a command that sends a request id: how long to wait for the outcome of an
+  // operation whose response was lost (--recover-timeout, else --timeout, else 60s).
+  absl::Duration recover_timeout = absl::Seconds(60);
 };
 
 // A command: what it is called, what it accepts, and how it runs. A literal type, so that
@@ -65,6 +74,10 @@ struct Command {
   // nor checked. Either returns the process's exit code.
   int (*run)(Context& ctx) = nullptr;
   int (*run_offline)(const Invocation& ctx) = nullptr;
+  // Whether it runs an operation the host remembers by request id (reload, load, unload,
+  // push): it takes --request-id ID and --recover-timeout DURATION, and main.cc makes a
+  // random id when none is given.
+  bool sends_request_id = false;
 
   bool needs_host() const { return run != nullptr; }
   // Whether `flag` (without dashes) is one of `flags`.

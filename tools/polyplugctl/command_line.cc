@@ -6,7 +6,8 @@
 namespace polyplug::ctl {
 
 absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv,
-                                               absl::Span<const FlagSpec> flags) {
+                                               absl::Span<const FlagSpec> flags,
+                                               const CommandFlags& command_flags) {
   CommandLine out;
   bool only_operands = false;
   for (int i = 1; i < argc; ++i) {
@@ -40,8 +41,13 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
       if (c == '_') c = '-';
     }
     const FlagSpec* spec = nullptr;
+    if (!out.command_.empty() && command_flags) {
+      for (const FlagSpec& f : command_flags(out.command_)) {
+        if (spec == nullptr && f.name == name) spec = &f;
+      }
+    }
     for (const FlagSpec& f : flags) {
-      if (f.name == name) spec = &f;
+      if (spec == nullptr && f.name == name) spec = &f;
     }
     if (spec == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
     if (spec->takes_value && !has_value) {
@@ -52,6 +58,7 @@ absl::StatusOr<CommandLine> CommandLine::Parse(int argc, const char* const* argv
     } else if (!spec->takes_value && has_value) {
       return absl::InvalidArgumentError(absl::StrCat("option --", name, " takes no value"));
     }
+    if (out.command_.empty()) out.before_command_.insert(name);
     std::vector<std::string>& values = out.values_[name];
     if (!spec->repeatable) values.clear();
     values.push_back(value);

@@ -3,6 +3,7 @@
 #ifndef POLYPLUG_TOOLS_POLYPLUGCTL_COMMAND_LINE_H_
 #define POLYPLUG_TOOLS_POLYPLUGCTL_COMMAND_LINE_H_
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -24,10 +25,17 @@ struct FlagSpec {
 
 class CommandLine {
  public:
+  // The flags a command declares, by the command's name; empty for an unknown name.
+  using CommandFlags = std::function<absl::Span<const FlagSpec>(absl::string_view command)>;
+
   // Parses argv[1..]: the first operand is the command, the rest its operands. Every
-  // --flag must be in `flags`; INVALID_ARGUMENT names an unknown flag or a missing value.
+  // --flag must be in `flags` (the first spec of a name counts); INVALID_ARGUMENT names an
+  // unknown flag or a missing value. After the command word, a flag that
+  // `command_flags(command)` declares is read by the command's spec: that is how
+  // `wait --version X.Y.Z` takes a value while the global --version takes none.
   static absl::StatusOr<CommandLine> Parse(int argc, const char* const* argv,
-                                           absl::Span<const FlagSpec> flags);
+                                           absl::Span<const FlagSpec> flags,
+                                           const CommandFlags& command_flags = nullptr);
 
   const std::string& command() const { return command_; }
   const std::vector<std::string>& operands() const { return operands_; }
@@ -37,11 +45,17 @@ class CommandLine {
   std::vector<std::string> GetAll(absl::string_view flag) const;
   // The flags given, for checking that a command accepts them.
   std::set<std::string> given() const;
+  // Whether `flag` was given before the command word (where only the global flags' specs
+  // apply to a name that a command also has).
+  bool GivenBeforeCommand(absl::string_view flag) const {
+    return before_command_.contains(std::string(flag));
+  }
 
  private:
   std::string command_;
   std::vector<std::string> operands_;
   std::map<std::string, std::vector<std::string>> values_;
+  std::set<std::string> before_command_;
 };
 
 }  // namespace polyplug::ctl

@@ -4,19 +4,14 @@
 // runs the command (commands/<name>.cc, listed in commands/commands.cc). Exit codes are in
 // command.h.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <memory>
-#include <optional>
-#include <sstream>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -25,6 +20,7 @@
 #include "polyplugctl/command_line.h"
 #include "polyplugctl/commands/commands.h"
 #include "polyplugctl/commands/support.h"
+#include "polyplugctl/connect.h"
 #include "polyplugctl/output.h"
 #include "polyplugctl/watch_end.h"
 
@@ -32,7 +28,7 @@ namespace polyplug::ctl {
 namespace {
 
 constexpr char kGlobalHelp[] =
-    R"(polyplugctl: drive a running polyplug-host (reload, load, look up, watch), and
+    R"(polyplugctl: drive a running polyplug-host (reload, load, look up, watch, wait), and
 compute bundle and contract ids.
 
 usage: polyplugctl [global options] COMMAND [arguments] [options]
@@ -43,11 +39,15 @@ commands:
   push DIR                      upload the bundle directory DIR (here) into the host's
                                 deploy root and load or reload it there
   unload BUNDLE [--cascade]     unload a bundle (--cascade: its dependents first)
+  operation ID [--wait]         the outcome of the reload, load, unload or push that
+                                carried request id ID
   find CONTRACT[@MAJOR] [--min-version N]
                                 look a contract up
   list bundles|contracts        the loaded bundles, or the published contract providers
-  watch [--from SEQ] [--until-terminal] [--count N] [--bundle NAME]...
+  watch [--from EPOCH:SEQ] [--until-terminal] [--count N] [--bundle NAME]...
                                 print phase events as they happen
+  wait [--bundle NAME [--version X.Y.Z] [--sha256 HEX]]
+                                wait until the host serves (and the bundle is loaded)
   info                          the host's version, epoch, revision, roots and counters
   health [--bundle NAME]        the host's (or a bundle's) serving status
   call CONTRACT METHOD [--data TEXT|@FILE]
@@ -59,53 +59,44 @@ commands:
   verify DIR [--trusted-key FILE]...
                                 check DIR/bundle.sig (needs no host)
   digest DIR                    the canonical digest a bundle.sig signs (needs no host)
+  version                       polyplugctl's version (and the host's, with --host)
+  completion bash               a bash completion script for polyplugctl
   help [COMMAND]                this text, or a command's
 
 global options (before or after the command):
   --host TARGET        unix:PATH or HOST:PORT (default: $POLYPLUG_HOST, else the host's
                        default socket, unix:$XDG_RUNTIME_DIR/polyplug-host.sock)
-  --token-file FILE    send the bearer token in FILE
-  --timeout DURATION   deadline of each call, e.g. 30s, 2m, 500ms (default 60s); for watch,
-                       how long to watch (default: until it ends or is interrupted)
-  --json               one JSON object per line on stdout, with host.proto's field names
+  --token-file FILE    send the bearer token in FILE (default: the token in
+                       $POLYPLUG_TOKEN, if set and not empty; no secret on disk in CI)
+  --timeout DURATION   deadline of each call, e.g. 30s, 2m, 500ms (default 60s); for
+                       watch, how long to watch (default: until it ends or is
+                       interrupted); for wait, how long to wait (default 60s)
+  --json               one JSON object per line on stdout:
+                       {"type": ..., ["request_id": ...,] "object": {...}}
   --color WHEN         auto (default: only on a terminal), always or never
   --tls                use TLS (system roots unless --tls-ca)
   --tls-ca FILE        trust the CA certificates in FILE (implies --tls)
   --tls-cert FILE      client certificate for mTLS (with --tls-key; implies --tls)
   --tls-key FILE       client key for --tls-cert
   --tls-server-name N  the name to check the server certificate against
+  --version            polyplugctl's version (as `polyplugctl version`)
+
+reload, load, unload and push send a request id (--request-id ID, else a random one,
+printed on stderr): when their response is lost (the deadline passed, the connection
+broke), polyplugctl asks the host for the operation's outcome and reports it.
 
 exit codes: 0 success; 1 the reload or operation failed (reason printed);
-            2 usage error; 3 host unreachable or authentication failed.
+            2 usage error; 3 host unreachable or authentication failed;
+            4 timeout: --timeout ended the command before the outcome was known.
 )";
-
-// The flags every command takes, given before or after the command.
-constexpr FlagSpec kGlobalFlags[] = {
-    {.name = "host", .takes_value = true},
-    {.name = "token-file", .takes_value = true},
-    {.name = "timeout", .takes_value = true},
-    {.name = "json"},
-    {.name = "color", .takes_value = true},
-    {.name = "tls"},
-    {.name = "tls-ca", .takes_value = true},
-    {.name = "tls-cert", .takes_value = true},
-    {.name = "tls-key", .takes_value = true},
-    {.name = "tls-server-name", .takes_value = true},
-    {.name = "help"},
-};
-
-bool IsGlobalFlag(absl::string_view name) {
-  for (const FlagSpec& flag : kGlobalFlags) {
-    if (flag.name == name) return true;
-  }
-  return false;
-}
 
 // Every flag the command line may hold: the global ones, then each command's. They are
 // parsed before the command is known; a flag that several commands take accumulates its
-// values when any of them repeats it (CommandLine::Get reads the last one either way).
+// values when any of them repeats it (CommandLine::Get reads the last one either way). A
+// command's own spec of a flag the global flags also have (wait's --version) applies after
+// the command word (CommandLine::Parse).
 std::vector<FlagSpec> AllFlags(const std::vector<const Command*>& commands) {
-  std::vector<FlagSpec> flags(std::begin(kGlobalFlags), std::end(kGlobalFlags));
+  std::vector<FlagSpec> flags(GlobalFlags().begin(), GlobalFlags().end());
   for (const Command* command : commands) {
     for (const FlagSpec& flag : command->flags) {
       auto known = std::find_if(flags.begin(), flags.end(),
@@ -129,72 +120,33 @@ const Command* FindCommand(const std::vector<const Command*>& commands, absl::st
 
 void Print(absl::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); }
 
-absl::StatusOr<std::string> ReadFileFlag(const CommandLine& args, absl::string_view flag) {
-  const std::string path = args.Get(flag);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("--", flag, " ", path, ": cannot read"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+// A request id polyplugctl makes: 16 hex digits from the system's random source.
+std::string NewRequestId() {
+  std::random_device random;  // /dev/urandom
+  const uint64_t bits = (static_cast<uint64_t>(random()) << 32) ^ random();
+  return absl::StrCat(absl::Hex(bits, absl::kZeroPad16));
 }
 
-// --timeout, when given: a positive duration (30s, 2m, 500ms) or a number of seconds.
-absl::StatusOr<std::optional<absl::Duration>> ParseTimeout(const CommandLine& args) {
-  if (!args.Has("timeout")) return std::nullopt;
-  absl::Duration d;
-  int64_t seconds = 0;
-  const std::string text = args.Get("timeout");
-  if (absl::SimpleAtoi(text, &seconds)) {
-    d = absl::Seconds(seconds);
-  } else if (!absl::ParseDuration(text, &d)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--timeout wants a duration such as 30s, 2m or 500ms, not '", text, "'"));
+// --request-id, or a new one. INVALID_ARGUMENT for an id the host would refuse.
+absl::StatusOr<std::string> RequestIdOf(const CommandLine& args) {
+  if (!args.Has("request-id")) return NewRequestId();
+  const std::string id = args.Get("request-id");
+  bool printable = true;
+  for (char c : id) printable = printable && c > ' ' && c < 0x7f;
+  if (id.empty() || id.size() > 128 || !printable) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--request-id wants 1 to 128 printable ASCII characters without spaces, not '", id, "'"));
   }
-  if (d <= absl::ZeroDuration()) return absl::InvalidArgumentError("--timeout must be positive");
-  return d;
-}
-
-// The connection options the global flags ask for: timeout, token and TLS.
-absl::StatusOr<client::ConnectOptions> ConnectOptionsOf(const CommandLine& args,
-                                                        std::optional<absl::Duration> timeout) {
-  client::ConnectOptions options;
-  if (timeout) options.call_timeout = *timeout;
-  if (args.Has("token-file")) {
-    auto token = ReadFileFlag(args, "token-file");
-    if (!token.ok()) return token.status();
-    options.auth_token = std::string(absl::StripAsciiWhitespace(*token));
-    if (options.auth_token.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--token-file ", args.Get("token-file"), " is empty"));
-    }
-  }
-  options.tls = args.Has("tls") || args.Has("tls-ca") || args.Has("tls-cert");
-  for (auto [flag, into] : {std::pair{"tls-ca", &options.tls_root_certs_pem},
-                            std::pair{"tls-cert", &options.tls_client_cert_pem},
-                            std::pair{"tls-key", &options.tls_client_key_pem}}) {
-    if (!args.Has(flag)) continue;
-    auto pem = ReadFileFlag(args, flag);
-    if (!pem.ok()) return pem.status();
-    *into = *pem;
-  }
-  options.tls_server_name = args.Get("tls-server-name");
-  if (!options.tls_server_name.empty()) options.tls = true;
-  return options;
-}
-
-// --host, else $POLYPLUG_HOST, else the host's default socket.
-std::string HostTarget(const CommandLine& args) {
-  std::string target = args.Get("host");
-  if (target.empty()) {
-    const char* env = std::getenv("POLYPLUG_HOST");
-    target = env != nullptr && env[0] != '\0' ? env : client::DefaultHostTarget();
-  }
-  return target;
+  return id;
 }
 
 int Main(int argc, char** argv, WatchEnd& watch_end) {
   const std::vector<const Command*> commands = Commands();
-  auto parsed = CommandLine::Parse(argc, argv, AllFlags(commands));
+  auto parsed = CommandLine::Parse(
+      argc, argv, AllFlags(commands), [&](absl::string_view name) -> absl::Span<const FlagSpec> {
+        const Command* command = FindCommand(commands, name);
+        return command == nullptr ? absl::Span<const FlagSpec>() : command->flags;
+      });
   if (!parsed.ok()) return Usage(parsed.status().message(), kGlobalHelp);
   const CommandLine& args = *parsed;
 
@@ -207,11 +159,16 @@ int Main(int argc, char** argv, WatchEnd& watch_end) {
       Print(command->help);
       return kExitOk;
     }
-    if (args.command().empty() && !args.Has("help")) return Usage("no command given", kGlobalHelp);
-    Print(kGlobalHelp);
-    return kExitOk;
+    if (args.command().empty() && !args.Has("help") && !args.Has("version")) {
+      return Usage("no command given", kGlobalHelp);
+    }
+    if (args.Has("help") || args.command() == "help") {
+      Print(kGlobalHelp);
+      return kExitOk;
+    }
   }
-  const Command* command = FindCommand(commands, args.command());
+  const Command* command =
+      args.command().empty() ? &VersionCommand() : FindCommand(commands, args.command());
   if (command == nullptr) {
     return Usage(absl::StrCat("no command '", args.command(), "'"), kGlobalHelp);
   }
@@ -219,13 +176,18 @@ int Main(int argc, char** argv, WatchEnd& watch_end) {
     Print(command->help);
     return kExitOk;
   }
+  // The global --version: anywhere for a command without a --version of its own, before
+  // the command word for one with it (wait).
+  const bool version =
+      args.Has("version") && (!command->TakesFlag("version") || args.GivenBeforeCommand("version"));
+  if (version) command = &VersionCommand();
   for (const std::string& flag : args.given()) {
-    if (!IsGlobalFlag(flag) && !command->TakesFlag(flag)) {
+    if (!IsGlobalFlag(flag) && !command->TakesFlag(flag) && !version) {
       return Usage(absl::StrCat(command->name, " takes no --", flag), command->help);
     }
   }
-  if (args.operands().size() < command->min_operands ||
-      args.operands().size() > command->max_operands) {
+  if (!version && (args.operands().size() < command->min_operands ||
+                   args.operands().size() > command->max_operands)) {
     return Usage(absl::StrCat(command->name, ": wrong number of arguments"), command->help);
   }
 
@@ -234,19 +196,35 @@ int Main(int argc, char** argv, WatchEnd& watch_end) {
     return Usage(absl::StrCat("--color wants auto, always or never, not '", color, "'"),
                  kGlobalHelp);
   }
+  std::string request_id;
+  if (command->sends_request_id) {
+    auto id = RequestIdOf(args);
+    if (!id.ok()) return Usage(id.status().message(), command->help);
+    request_id = *std::move(id);
+  }
   const Output out(
       args.Has("json"),
-      !args.Has("json") && (color == "always" || (color == "auto" && StdoutWantsColor())));
+      !args.Has("json") && (color == "always" || (color == "auto" && StdoutWantsColor())),
+      request_id);
   if (!command->needs_host()) return command->run_offline({args, out, command->help});
 
   auto timeout = ParseTimeout(args);
   if (!timeout.ok()) return Usage(timeout.status().message(), kGlobalHelp);
-  auto options = ConnectOptionsOf(args, *timeout);
-  if (!options.ok()) return Usage(options.status().message(), kGlobalHelp);
-  auto connected = client::HostClient::Connect(HostTarget(args), *options);
+  auto connected = ConnectFromFlags(args, *timeout);
   if (!connected.ok()) return Usage(connected.status().message(), kGlobalHelp);
 
   Context ctx{{args, out, command->help}, **connected, {}, *timeout, watch_end};
+  if (command->sends_request_id) {
+    ctx.call.request_id = request_id;
+    ctx.recover_timeout = timeout->value_or(client::ConnectOptions().call_timeout);
+    if (args.Has("recover-timeout")) {
+      auto recover = ParseDuration("recover-timeout", args.Get("recover-timeout"));
+      if (!recover.ok()) return Usage(recover.status().message(), command->help);
+      ctx.recover_timeout = *recover;
+    }
+    // Before the call, so that a CI log has it even when the job is killed meanwhile.
+    if (!out.json()) out.Note(absl::StrCat("request id: ", request_id));
+  }
   return command->run(ctx);
 }
 

@@ -22,17 +22,66 @@ bool StdoutWantsColor() {
   return term != nullptr && std::string(term) != "dumb";
 }
 
-void Output::Json(const google::protobuf::Message& message) const {
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppend(&out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+namespace {
+// `message` as protobuf JSON: proto field names, every field present (stable keys).
+std::string MessageJson(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = false;
   options.always_print_primitive_fields = true;  // every field, every time: stable keys
   options.preserve_proto_field_names = true;
   std::string out;
   if (!google::protobuf::util::MessageToJsonString(message, &out, options).ok()) {
-    out = R"({"error":{"message":"cannot print the reply as JSON"}})";
+    out = R"({"message":"polyplugctl cannot print this object as JSON"})";
   }
-  std::fprintf(stdout, "%s\n", out.c_str());
+  return out;
+}
+}  // namespace
+
+void Output::Envelope(absl::string_view type, const std::string& object_json) const {
+  std::string line = absl::StrCat(R"({"type":)", JsonString(type));
+  if (!request_id_.empty()) absl::StrAppend(&line, R"(,"request_id":)", JsonString(request_id_));
+  absl::StrAppend(&line, R"(,"object":)", object_json, "}");
+  std::fprintf(stdout, "%s\n", line.c_str());
   std::fflush(stdout);
+}
+
+void Output::Json(const google::protobuf::Message& message) const {
+  Envelope(message.GetDescriptor()->full_name(), MessageJson(message));
+}
+
+void Output::Json(absl::string_view type, const google::protobuf::Struct& object) const {
+  Envelope(type, MessageJson(object));
 }
 
 void Output::Line(absl::string_view text) const {
@@ -92,24 +141,26 @@ void Output::Error(absl::string_view what, const absl::Status& status) const {
                code.c_str(), static_cast<int>(status.message().size()), status.message().data());
   std::fflush(stderr);
   if (!json_) return;
-  google::protobuf::Struct root;
-  google::protobuf::Struct* error = (*root.mutable_fields())["error"].mutable_struct_value();
-  auto& fields = *error->mutable_fields();
+  google::protobuf::Struct error;
+  auto& fields = *error.mutable_fields();
   fields["command"].set_string_value(std::string(what));
   fields["code"].set_string_value(code);
   fields["reason"].set_string_value(client::ReasonToken(client::FailureReasonOf(status)));
   fields["message"].set_string_value(std::string(status.message()));
-  Json(root);
+  if (!request_id_.empty()) fields["request_id"].set_string_value(request_id_);
+  Json(kErrorType, error);
 }
 
 std::string Output::VersionText(const v1::Version& version) {
   return absl::StrCat(version.major(), ".", version.minor(), ".", version.patch());
 }
 
-std::string Output::EventText(const v1::ReloadPhaseEvent& event) const {
-  std::string text = absl::StrCat(Paint(absl::StrCat("seq ", event.seq()), Color::kDim), "  ",
-                                  PhaseWord(event.phase()), "  ", event.bundle_name(), " ",
-                                  VersionText(event.bundle_version()));
+std::string Output::EventText(const v1::ReloadPhaseEvent& event, bool cursor) const {
+  const std::string position = cursor ? absl::StrCat(event.host_epoch(), ":", event.seq())
+                                      : absl::StrCat("seq ", event.seq());
+  std::string text =
+      absl::StrCat(Paint(position, Color::kDim), "  ", PhaseWord(event.phase()), "  ",
+                   event.bundle_name(), " ", VersionText(event.bundle_version()));
   if (event.parent_reload_id() != 0) {
     absl::StrAppend(
         &text, "  ",

@@ -21,7 +21,7 @@ int Run(Context& ctx) {
     google::protobuf::Struct root;
     (*root.mutable_fields())["service"].set_string_value(service);
     (*root.mutable_fields())["status"].set_string_value(name);
-    ctx.out.Json(root);
+    ctx.out.Json("polyplugctl.Health", root);
   } else {
     ctx.out.Line(
         absl::StrCat(ctx.out.Paint(name, *status == client::ServingStatus::kServing ? Color::kGreen

@@ -85,7 +85,7 @@ int RunOffline(const Invocation& ctx) {
       // A string, as proto3 JSON writes a uint64: a double would lose digits.
       fields["id"].set_string_value(absl::StrCat(id.id));
       fields["id_hex"].set_string_value(IdHex(id));
-      ctx.out.Json(root);
+      ctx.out.Json("polyplugctl.Id", root);
     } else {
       rows.push_back({canonical, id.major ? "contract" : "bundle", absl::StrCat(id.id), IdHex(id)});
     }

@@ -32,6 +32,8 @@ int Run(Context& ctx) {
               {"registry revision", absl::StrCat(info->registry_revision())},
               {"events", absl::StrCat("seq ", info->earliest_seq(), "..", info->last_seq(),
                                       " kept (capacity ", info->journal_capacity(), ")")},
+              {"next event", absl::StrCat(info->host_epoch(), ":", info->last_seq() + 1,
+                                          "  (watch --from this: what happens next)")},
               {"subscribers", absl::StrCat(info->subscriber_count())},
               {"remote instances",
                absl::StrCat(info->instance_count(), " in ", info->session_count(), " session(s)")},
@@ -55,7 +57,8 @@ const Command& InfoCommand() {
       .help =
           "usage: polyplugctl info\n"
           "\n"
-          "The host's version, epoch, revision, roots and counters.\n",
+          "The host's version, epoch, revision, roots and counters, and the position of the\n"
+          "next event as EPOCH:SEQ, which `polyplugctl watch --from` takes.\n",
       .run = Run,
   };
   return kCommand;

@@ -15,12 +15,20 @@ namespace v1 = host::v1;
 
 constexpr FlagSpec kFlags[] = {{.name = "bundle", .takes_value = true}};
 
+// Where the listing is current: `watch --from` it misses nothing that came after.
+void NoteCursor(Context& ctx, const v1::Cursor& cursor) {
+  ctx.out.Note(absl::StrCat("current at ", cursor.host_epoch(), ":", cursor.seq(),
+                            " (watch --from ", cursor.host_epoch(), ":", cursor.seq(),
+                            " follows on from this listing)"));
+}
+
 int ListBundles(Context& ctx) {
   if (ctx.args.Has("bundle")) return Misuse(ctx, "--bundle is for 'list contracts'");
   auto response = ctx.client.ListBundles(ctx.call);
   if (!response.ok()) return Failed(ctx, "list bundles", response.status());
   if (ctx.out.json()) {
     for (const v1::Bundle& b : response->bundles()) ctx.out.Json(b);
+    ctx.out.Json(response->cursor());
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {{"NAME", "VERSION", "RELOADS", "PROVIDES", "DIR"}};
@@ -29,6 +37,7 @@ int ListBundles(Context& ctx) {
                     absl::StrJoin(b.provides(), ","), b.dir()});
   }
   PrintTable(ctx.out, rows);
+  NoteCursor(ctx, response->cursor());
   return kExitOk;
 }
 
@@ -38,6 +47,7 @@ int ListContracts(Context& ctx) {
   if (!response.ok()) return Failed(ctx, "list contracts", response.status());
   if (ctx.out.json()) {
     for (const v1::ContractHandle& h : response->contracts()) ctx.out.Json(h);
+    ctx.out.Json(response->cursor());
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -48,6 +58,7 @@ int ListContracts(Context& ctx) {
                     absl::StrCat(h.index()), absl::StrCat(h.generation()), h.plugin_name()});
   }
   PrintTable(ctx.out, rows);
+  NoteCursor(ctx, response->cursor());
   return kExitOk;
 }
 

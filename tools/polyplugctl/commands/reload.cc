@@ -1,10 +1,13 @@
 // polyplugctl reload BUNDLE: hot-reloads a bundle and waits for its terminal phase.
+#include <algorithm>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "polyplugctl/commands/commands.h"
+#include "polyplugctl/commands/operations.h"
 #include "polyplugctl/commands/support.h"
 
 namespace polyplug::ctl {
@@ -33,8 +36,11 @@ v1::ReloadResponse CrashedReload(const std::vector<v1::QuarantinedVersion>& cras
   return response;
 }
 
+constexpr FlagSpec kFlags[] = {kRequestIdFlag, kRecoverTimeoutFlag};
+
 int Run(Context& ctx) {
   const std::string& bundle = ctx.args.operands()[0];
+  const std::string what = absl::StrCat("reload ", bundle);
   const std::string target = bundle.find('/') != std::string::npos ? HostPath(bundle) : bundle;
   // A bundle that crashes the host kills the connection before any answer; a supervised
   // host comes back and says what crashed. Its epoch before tells the restart apart.
@@ -45,75 +51,88 @@ int Run(Context& ctx) {
       response = CrashedReload(crashed);
     }
   }
-  if (!response.ok()) return Failed(ctx, absl::StrCat("reload ", bundle), response.status());
+  return ReportOutcome(ctx, what, std::move(response), &v1::Operation::reload);
+}
+
+}  // namespace
+
+bool Succeeded(const v1::ReloadResponse& response) {
+  return response.outcome() == v1::RELOAD_OUTCOME_RELOADED &&
+         response.failed_dependents().empty() &&
+         std::none_of(response.events().begin(), response.events().end(),
+                      [](const v1::ReloadPhaseEvent& e) {
+                        return e.phase() == v1::PHASE_FAILED && e.parent_reload_id() != 0;
+                      });
+}
+
+void PrintHuman(const Output& out, const v1::ReloadResponse& response) {
   std::vector<std::string> failed_dependents;
   std::string previous_version;
-  for (const v1::ReloadPhaseEvent& e : response->events()) {
+  for (const v1::ReloadPhaseEvent& e : response.events()) {
     if (e.phase() == v1::PHASE_FAILED && e.parent_reload_id() != 0) {
       failed_dependents.push_back(e.bundle_name());
     }
-    if (e.phase() == v1::PHASE_PREPARING && e.reload_id() == response->reload_id()) {
+    if (e.phase() == v1::PHASE_PREPARING && e.reload_id() == response.reload_id()) {
       previous_version = Output::VersionText(e.bundle_version());
     }
   }
   // The bundle's new version is live (DEPENDENTS_FAILED too: then some dependent is not).
-  const bool reloaded = response->outcome() == v1::RELOAD_OUTCOME_RELOADED ||
-                        response->outcome() == v1::RELOAD_OUTCOME_DEPENDENTS_FAILED;
-  if (ctx.out.json()) {
-    ctx.out.Json(*response);
+  const bool reloaded = response.outcome() == v1::RELOAD_OUTCOME_RELOADED ||
+                        response.outcome() == v1::RELOAD_OUTCOME_DEPENDENTS_FAILED;
+  if (reloaded) {
+    std::string version;
+    for (const v1::ReloadPhaseEvent& e : response.events()) {
+      if (e.phase() == v1::PHASE_RELOADED && e.reload_id() == response.reload_id()) {
+        version = Output::VersionText(e.bundle_version());
+      }
+    }
+    out.Line(
+        absl::StrCat(out.PhaseWord(v1::PHASE_RELOADED), " ", response.bundle_name(), " ", version,
+                     previous_version.empty() ? "" : " (was " + previous_version + ")", "  reload ",
+                     response.reload_id(), ", revision ", response.registry_revision()));
   } else {
-    if (reloaded) {
-      std::string version;
-      for (const v1::ReloadPhaseEvent& e : response->events()) {
-        if (e.phase() == v1::PHASE_RELOADED && e.reload_id() == response->reload_id()) {
-          version = Output::VersionText(e.bundle_version());
-        }
-      }
-      ctx.out.Line(absl::StrCat(
-          ctx.out.PhaseWord(v1::PHASE_RELOADED), " ", response->bundle_name(), " ", version,
-          previous_version.empty() ? "" : " (was " + previous_version + ")", "  reload ",
-          response->reload_id(), ", revision ", response->registry_revision()));
+    out.Line(absl::StrCat(out.PhaseWord(v1::PHASE_FAILED), " ", response.bundle_name(), ": [",
+                          client::ReasonToken(response.reason()), "] ", response.message()));
+    if (response.reason() == v1::FAILURE_REASON_CRASHED && previous_version.empty()) {
+      out.Line("  the host restarted with the last healthy version of each bundle");
     } else {
-      ctx.out.Line(absl::StrCat(ctx.out.PhaseWord(v1::PHASE_FAILED), " ", response->bundle_name(),
-                                ": [", client::ReasonToken(response->reason()), "] ",
-                                response->message()));
-      if (response->reason() == v1::FAILURE_REASON_CRASHED && previous_version.empty()) {
-        ctx.out.Line("  the host restarted with the last healthy version of each bundle");
-      } else {
-        ctx.out.Line(absl::StrCat("  the previous version ", previous_version,
-                                  previous_version.empty() ? "" : " ", "is still live"));
-      }
-    }
-    for (const v1::ReloadPhaseEvent& e : response->events()) {
-      ctx.out.Line(absl::StrCat("  ", ctx.out.EventText(e)));
-    }
-    if (!failed_dependents.empty()) {
-      ctx.out.Note(absl::StrCat("dependents failed to follow the reload: ",
-                                absl::StrJoin(failed_dependents, ", ")));
+      out.Line(absl::StrCat("  the previous version ", previous_version,
+                            previous_version.empty() ? "" : " ", "is still live"));
     }
   }
-  return response->outcome() == v1::RELOAD_OUTCOME_RELOADED && failed_dependents.empty()
-             ? kExitOk
-             : kExitFailed;
+  for (const v1::ReloadPhaseEvent& e : response.events()) {
+    out.Line(absl::StrCat("  ", out.EventText(e)));
+  }
+  if (!failed_dependents.empty()) {
+    out.Note(absl::StrCat("dependents failed to follow the reload: ",
+                          absl::StrJoin(failed_dependents, ", ")));
+  }
 }
-
-}  // namespace
 
 const Command& ReloadCommand() {
   static constexpr Command kCommand = {
       .name = "reload",
       .help =
-          "usage: polyplugctl reload BUNDLE\n"
+          "usage: polyplugctl reload BUNDLE [--request-id ID] [--recover-timeout DURATION]\n"
           "\n"
           "Hot-reloads a loaded bundle and waits for its terminal phase, the cascade to\n"
           "dependents included. BUNDLE is a bundle name, or a path (it contains '/') to the\n"
           "bundle's directory inside one of the host's bundle roots.\n"
           "\n"
+          "--request-id ID: the host runs the reload once per ID; a retry with the same ID\n"
+          "gets the first outcome and reloads nothing again (default: a random ID, printed\n"
+          "on stderr). When the answer is lost (--timeout passed, the connection broke),\n"
+          "polyplugctl asks the host for the outcome of ID, waiting for it up to\n"
+          "--recover-timeout (default: as long as --timeout).\n"
+          "\n"
           "Exit code 0 when it RELOADED and every dependent followed; 1 when it FAILED\n"
-          "(the previous version stays live; the reason is printed) or a dependent failed.\n",
+          "(the previous version stays live; the reason is printed) or a dependent failed;\n"
+          "4 when it was still running when polyplugctl stopped waiting.\n",
+      .flags = kFlags,
       .min_operands = 1,
       .max_operands = 1,
       .run = Run,
+      .sends_request_id = true,
   };
   return kCommand;
 }

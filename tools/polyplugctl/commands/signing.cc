@@ -62,7 +62,7 @@ int RunKeygen(const Invocation& ctx) {
     Set(root, "signing_key_file", secret);
     Set(root, "verifying_key_file", verifying);
     Set(root, "public_key", public_hex);
-    ctx.out.Json(root);
+    ctx.out.Json("polyplugctl.KeyPair", root);
   } else {
     ctx.out.Line(absl::StrCat("wrote ", secret, " (secret, mode 0600) and ", verifying));
     ctx.out.Line(absl::StrCat("public key ", public_hex));
@@ -95,7 +95,7 @@ int RunSign(const Invocation& ctx) {
     Set(root, "digest", digest_hex);
     (*root.mutable_fields())["files"].set_number_value(
         static_cast<double>(check->digest.file_sha256.size()));
-    ctx.out.Json(root);
+    ctx.out.Json("polyplugctl.Signature", root);
   } else {
     ctx.out.Line(absl::StrCat("wrote ", file, " (", check->digest.file_sha256.size(), " files)"));
     ctx.out.Line(absl::StrCat("key     ", public_hex));
@@ -128,7 +128,7 @@ int RunVerify(const Invocation& ctx) {
     Set(root, "public_key", public_hex);
     Set(root, "digest", digest_hex);
     (*root.mutable_fields())["key_pinned"].set_bool_value(!trusted.empty());
-    ctx.out.Json(root);
+    ctx.out.Json("polyplugctl.Verification", root);
   } else {
     ctx.out.Line(absl::StrCat(
         *dir, ": signature valid",
@@ -153,7 +153,7 @@ int RunDigest(const Invocation& ctx) {
     Set(root, "digest", digest_hex);
     auto& files = *(*root.mutable_fields())["files"].mutable_struct_value()->mutable_fields();
     for (const auto& [path, sha] : digest->file_sha256) files[path].set_string_value(sha);
-    ctx.out.Json(root);
+    ctx.out.Json("polyplugctl.Digest", root);
   } else {
     ctx.out.Line(digest_hex);
   }

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <system_error>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,10 +24,10 @@ int Misuse(const Invocation& ctx, absl::string_view message) { return Usage(mess
 
 int ExitCodeOf(const absl::Status& status) {
   if (absl::IsUnavailable(status) || absl::IsUnauthenticated(status)) return kExitUnreachable;
-  if (absl::IsDeadlineExceeded(status) &&
-      client::FailureReasonOf(status) == v1::FAILURE_REASON_UNSPECIFIED) {
-    return kExitUnreachable;
-  }
+  const bool host_reason = client::FailureReasonOf(status) != v1::FAILURE_REASON_UNSPECIFIED;
+  // UNKNOWN without the host's reason is gRPC's word for a connection that broke mid-call.
+  if (absl::IsUnknown(status) && !host_reason) return kExitUnreachable;
+  if (absl::IsDeadlineExceeded(status) && !host_reason) return kExitTimeout;
   return kExitFailed;
 }
 
@@ -86,6 +87,71 @@ std::vector<v1::QuarantinedVersion> CrashedDuring(Context& ctx, const v1::HostIn
   ctx.out.Note(absl::StrCat("the host crashed; its supervisor restarted it (restart ",
                             after->restarts(), ")"));
   return crashed;
+}
+
+}  // namespace polyplug::ctl
+
+namespace polyplug::ctl {
+
+bool ResponseLost(const absl::Status& status) {
+  return client::FailureReasonOf(status) == v1::FAILURE_REASON_UNSPECIFIED &&
+         (absl::IsDeadlineExceeded(status) || ConnectionBroke(status));
+}
+
+absl::Status OperationStatus(const v1::Operation& operation) {
+  if (operation.code() == 0) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(operation.code()), operation.message());
+}
+
+Recovered RecoverLostResponse(Context& ctx, absl::string_view what, const absl::Status& status) {
+  Recovered recovered;
+  const std::string& id = ctx.call.request_id;
+  if (id.empty() || !ResponseLost(status)) return recovered;
+  // A first look without waiting (and without wait_for_ready: a host that cannot be reached
+  // now is not waited for; restarted, it would not remember the operation anyway).
+  client::CallOptions look;
+  look.timeout = std::min(ctx.recover_timeout, absl::Seconds(5));
+  auto operation = ctx.client.GetOperation(id, /*wait=*/false, look);
+  if (operation.ok() && !operation->done()) {
+    ctx.out.Note(absl::StrCat(what, ": no answer (", absl::StatusCodeToString(status.code()),
+                              "), but the host runs it (request id ", id,
+                              "): waiting for its outcome up to --recover-timeout ",
+                              absl::FormatDuration(ctx.recover_timeout)));
+    client::CallOptions wait;
+    wait.timeout = ctx.recover_timeout;
+    operation = ctx.client.GetOperation(id, /*wait=*/true, wait);
+    if (!operation.ok() && absl::IsDeadlineExceeded(operation.status()) &&
+        client::FailureReasonOf(operation.status()) == v1::FAILURE_REASON_UNSPECIFIED) {
+      // The wait ended: one more look tells a running operation from a silent host.
+      operation = ctx.client.GetOperation(id, /*wait=*/false, look);
+    }
+  }
+  if (!operation.ok()) {
+    // Unreachable before and now: the call's own error says it all.
+    const bool unreachable = absl::IsUnavailable(status) && absl::IsUnavailable(operation.status());
+    if (!unreachable) {
+      ctx.out.Note(absl::StrCat(
+          what, ": no answer, and no outcome for request id ", id, ": ",
+          absl::StatusCodeToString(operation.status().code()), ": ", operation.status().message(),
+          client::FailureReasonOf(operation.status()) == v1::FAILURE_REASON_OPERATION_NOT_FOUND
+              ? " (so it did not run there: a retry runs it)"
+              : ""));
+    }
+    return recovered;
+  }
+  if (!operation->done()) {
+    ctx.out.Error(what, absl::DeadlineExceededError(absl::StrCat(
+                            "the ", operation->method(), " with request id ", id,
+                            " was still running on the host when --recover-timeout ",
+                            absl::FormatDuration(ctx.recover_timeout),
+                            " passed; `polyplugctl operation ", id, " --wait` follows it")));
+    recovered.exit_code = kExitTimeout;
+    return recovered;
+  }
+  ctx.out.Note(absl::StrCat(what, ": no answer (", absl::StatusCodeToString(status.code()),
+                            "); the host's record of request id ", id, " has the outcome"));
+  recovered.operation = *std::move(operation);
+  return recovered;
 }
 
 }  // namespace polyplug::ctl

@@ -5,6 +5,7 @@
 #define POLYPLUG_TOOLS_POLYPLUGCTL_COMMANDS_SUPPORT_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,8 +26,9 @@ int Usage(absl::string_view message, absl::string_view help);
 int Misuse(const Invocation& ctx, absl::string_view message);
 
 // The exit code of a call that failed with `status`: kExitUnreachable when the host could
-// not be reached or refused the credentials (a deadline without a host's reason counts as
-// unreachable), kExitFailed otherwise.
+// not be reached (or the connection broke mid-call) or refused the credentials,
+// kExitTimeout when the call's deadline passed without a host's reason (polyplugctl's
+// --timeout), kExitFailed otherwise.
 int ExitCodeOf(const absl::Status& status);
 
 // A call of `what` (e.g. "reload greeter") that failed with `status`: prints the error
@@ -54,6 +56,41 @@ bool ConnectionBroke(const absl::Status& status);
 // quarantined because of this crash. Empty when it did not restart or blamed no bundle.
 std::vector<host::v1::QuarantinedVersion> CrashedDuring(Context& ctx,
                                                         const host::v1::HostInfo& before);
+
+// The flags of a command that sends a request id (Command::sends_request_id).
+inline constexpr FlagSpec kRequestIdFlag = {.name = "request-id", .takes_value = true};
+inline constexpr FlagSpec kRecoverTimeoutFlag = {.name = "recover-timeout", .takes_value = true};
+
+// Whether a call that failed with `status` may have run on the host with its answer lost on
+// the way: its deadline passed without a host's reason, or the connection broke mid-call.
+bool ResponseLost(const absl::Status& status);
+
+// What became of an operation (reload, load, unload, push) whose call failed with `status`.
+struct Recovered {
+  // The host has it done: its outcome stands for the call's.
+  std::optional<host::v1::Operation> operation;
+  // Or the command ends with this exit code; the reason is printed. kExitTimeout when the
+  // operation was still running when polyplugctl stopped waiting for it.
+  std::optional<int> exit_code;
+};
+
+// After the call of `what` (e.g. "reload greeter") failed with `status`: when
+// ResponseLost(status), asks the host for the outcome of ctx.call.request_id
+// (GetOperation, waiting up to ctx.recover_timeout). Neither field is set when the
+// response was not lost, or the host does not know the operation (it did not run, or the
+// host restarted) or cannot be asked: then report `status` itself.
+Recovered RecoverLostResponse(Context& ctx, absl::string_view what, const absl::Status& status);
+
+// A done operation's error ("[REASON] ..." with its code) when it failed; OK when it did not.
+absl::Status OperationStatus(const host::v1::Operation& operation);
+
+// The call's result as a done `operation` has it: its response (`field`), or its error.
+template <typename Response>
+absl::StatusOr<Response> ResponseOf(const host::v1::Operation& operation,
+                                    const Response& (host::v1::Operation::*field)() const) {
+  if (absl::Status status = OperationStatus(operation); !status.ok()) return status;
+  return (operation.*field)();
+}
 
 }  // namespace polyplug::ctl
 

@@ -23,6 +23,10 @@ namespace {
 
 namespace v1 = host::v1;
 
+// The envelope types of what watch prints besides ReloadPhaseEvents.
+constexpr char kResyncedType[] = "polyplugctl.Resynced";
+constexpr char kHostRestartedType[] = "polyplugctl.HostRestarted";
+
 constexpr FlagSpec kFlags[] = {{.name = "from", .takes_value = true},
                                {.name = "until-terminal"},
                                {.name = "count", .takes_value = true},
@@ -57,6 +61,11 @@ int Run(Context& ctx) {
       auto info = ctx.client.GetHostInfo(ctx.call);
       if (!info.ok()) return Failed(ctx, "watch", info.status());
       epoch = info->host_epoch();
+      ctx.out.Note(absl::StrCat(
+          "warning: --from ", seq, " names no epoch: it is taken as seq ", seq,
+          " of the epoch the host is in now (", epoch,
+          "), which may not be the epoch you saw it in (a restarted host numbers its events "
+          "from 1 again); give --from EPOCH:SEQ (watch prints EPOCH:SEQ for each event)"));
     }
     options.resume_after = client::Cursor{epoch, seq - 1};
     options.strict_resume = true;
@@ -69,14 +78,15 @@ int Run(Context& ctx) {
   bool ever_connected = false;
   client::PhaseHandlers handlers;
   auto on_event = [&](const client::PhaseEvent& event) {
-    if (end.finished()) return;  // the subscription runs on until it is destroyed
     const v1::ReloadPhaseEvent proto = client::PhaseEventToProto(event);
     {
       std::lock_guard<std::mutex> lock(print_mu);
+      // The subscription runs on until it is destroyed; nothing prints after the end.
+      if (end.finished()) return;
       if (ctx.out.json()) {
         ctx.out.Json(proto);
       } else {
-        ctx.out.Line(ctx.out.EventText(proto));
+        ctx.out.Line(ctx.out.EventText(proto, /*cursor=*/true));
       }
     }
     ++seen;
@@ -90,13 +100,13 @@ int Run(Context& ctx) {
       handlers.on_loaded = on_event;
   handlers.on_host_restarted = [&](const client::HostRestarted& restarted) {
     std::lock_guard<std::mutex> lock(print_mu);
+    if (end.finished()) return;
     if (ctx.out.json()) {
       google::protobuf::Struct root;
-      (*root.mutable_fields())["kind"].set_string_value("HOST_RESTARTED");
       (*root.mutable_fields())["previous_epoch"].set_string_value(
           absl::StrCat(restarted.previous_epoch));
       (*root.mutable_fields())["host_epoch"].set_string_value(absl::StrCat(restarted.epoch));
-      ctx.out.Json(root);
+      ctx.out.Json(kHostRestartedType, root);
     } else {
       ctx.out.Line(
           ctx.out.Paint(absl::StrCat("-- the host restarted (epoch ", restarted.previous_epoch,
@@ -106,6 +116,7 @@ int Run(Context& ctx) {
   };
   handlers.on_resynced = [&](const client::Resynced& resynced) {
     std::lock_guard<std::mutex> lock(print_mu);
+    if (end.finished()) return;
     std::vector<std::string> bundles;
     for (const client::BundleState& b : resynced.bundles) {
       bundles.push_back(absl::StrCat(b.name, " ", b.version.ToString()));
@@ -113,7 +124,6 @@ int Run(Context& ctx) {
     if (ctx.out.json()) {
       google::protobuf::Struct root;
       auto& fields = *root.mutable_fields();
-      fields["kind"].set_string_value("RESYNCED");
       fields["cause"].set_string_value(std::string(client::ResyncCauseName(resynced.cause)));
       fields["host_epoch"].set_string_value(absl::StrCat(resynced.host_epoch));
       fields["seq"].set_string_value(absl::StrCat(resynced.seq));
@@ -124,22 +134,25 @@ int Run(Context& ctx) {
         entry["id"].set_string_value(absl::StrCat(b.id));
         entry["name"].set_string_value(b.name);
         entry["version"].set_string_value(b.version.ToString());
+        entry["artifact_sha256"].set_string_value(b.artifact_sha256);
       }
-      ctx.out.Json(root);
+      ctx.out.Json(kResyncedType, root);
     } else if (resynced.cause == client::ResyncCause::kInitial) {
       ctx.out.Note(
-          absl::StrCat("watching ", ctx.client.target(), " from seq ", resynced.seq + 1,
+          absl::StrCat("watching ", ctx.client.target(), " (host epoch ", resynced.host_epoch,
+                       ") from ", resynced.host_epoch, ":", resynced.seq + 1,
                        "; loaded: ", bundles.empty() ? "none" : absl::StrJoin(bundles, ", ")));
     } else {
       ctx.out.Line(ctx.out.Paint(
-          absl::StrCat("-- resynced (", client::ResyncCauseName(resynced.cause), ") at seq ",
-                       resynced.seq,
+          absl::StrCat("-- resynced (", client::ResyncCauseName(resynced.cause), ") at ",
+                       resynced.host_epoch, ":", resynced.seq,
                        "; loaded: ", bundles.empty() ? "none" : absl::StrJoin(bundles, ", ")),
           Color::kYellow));
     }
   };
   handlers.on_connection_changed = [&](const absl::Status& status) {
     std::lock_guard<std::mutex> lock(print_mu);
+    if (end.finished()) return;
     if (status.ok()) {
       if (ever_connected) ctx.out.Note("connected again; resuming");
       ever_connected = true;
@@ -154,6 +167,7 @@ int Run(Context& ctx) {
   };
   handlers.on_stopped = [&](const absl::Status& status) {
     std::lock_guard<std::mutex> lock(print_mu);
+    if (end.finished()) return;
     ctx.out.Error("watch", status);
     end.Finish(ExitCodeOf(status));
   };
@@ -163,9 +177,12 @@ int Run(Context& ctx) {
         ctx.client.Subscribe(std::move(handlers), options);
     code = end.Wait(ctx.timeout);
     if (!code) {
-      ctx.out.Note(absl::StrCat("watch: --timeout ", absl::FormatDuration(*ctx.timeout),
-                                " passed before the watch ended"));
-      code = kExitFailed;
+      std::lock_guard<std::mutex> lock(print_mu);
+      end.Finish(kExitTimeout);  // no handler prints after this
+      ctx.out.Error("watch", absl::DeadlineExceededError(
+                                 absl::StrCat("--timeout ", absl::FormatDuration(*ctx.timeout),
+                                              " passed before the watch ended")));
+      code = kExitTimeout;
     }
   }  // stops the subscription: no handler runs after this
   end.Stop();
@@ -178,16 +195,19 @@ const Command& WatchCommand() {
   static constexpr Command kCommand = {
       .name = "watch",
       .help =
-          "usage: polyplugctl watch [--from SEQ|EPOCH:SEQ] [--until-terminal] [--count N]\n"
+          "usage: polyplugctl watch [--from EPOCH:SEQ] [--until-terminal] [--count N]\n"
           "                         [--bundle NAME]...\n"
           "\n"
-          "Prints phase events as they happen, reconnecting and resuming after a dropped\n"
-          "connection without losing any; a host restart is announced and followed by a\n"
-          "resync. --from SEQ: start with event SEQ of the host's current epoch (exit code 1\n"
-          "if the host no longer has it). --until-terminal: stop after the next reload's\n"
-          "terminal phase (exit code 0 RELOADED, 1 FAILED). --count N: stop after N events.\n"
-          "--bundle: only these bundles' events. --timeout: give up (exit code 1) after that\n"
-          "long. Runs until interrupted otherwise.\n",
+          "Prints phase events as they happen, each with its position EPOCH:SEQ (JSON:\n"
+          "host_epoch and seq), reconnecting and resuming after a dropped connection without\n"
+          "losing any; a host restart is announced and followed by a resync.\n"
+          "--from EPOCH:SEQ: start with event SEQ of host epoch EPOCH (exit code 1 if the\n"
+          "host no longer has it, or is in another epoch: it restarted). --from SEQ still\n"
+          "works, with a warning: SEQ is taken in whatever epoch the host is in now.\n"
+          "--until-terminal: stop after the next reload's terminal phase (exit code 0\n"
+          "RELOADED, 1 FAILED). --count N: stop after N events. --bundle: only these\n"
+          "bundles' events. --timeout: give up (exit code 4) after that long. Runs until\n"
+          "interrupted otherwise (exit code 130).\n",
       .flags = kFlags,
       .run = Run,
   };

@@ -47,6 +47,10 @@ struct CallOptions {
   // Wait for the host to come up (until the deadline) instead of failing at once with
   // UNAVAILABLE when it cannot be reached.
   bool wait_for_ready = false;
+  // Reload, LoadBundle, UnloadBundle and PushBundle: sent as the request's request_id, so
+  // that the host runs the operation once for this id (a retry with it gets the first
+  // outcome) and GetOperation finds its outcome after a lost response. Other calls ignore it.
+  std::string request_id;
 };
 
 enum class ServingStatus : int { kUnknown = 0, kServing = 1, kNotServing = 2, kServiceUnknown = 3 };
@@ -102,6 +106,11 @@ class HostClient {
   absl::StatusOr<host::v1::ListContractsResponse> ListContracts(absl::string_view bundle = "",
                                                                 const CallOptions& call = {});
   absl::StatusOr<host::v1::HostInfo> GetHostInfo(const CallOptions& call = {});
+  // The outcome of the operation that carried `request_id` (CallOptions::request_id); with
+  // `wait`, once it is done (or the call's deadline passes). NOT_FOUND
+  // (OPERATION_NOT_FOUND) when the host does not remember it.
+  absl::StatusOr<host::v1::Operation> GetOperation(absl::string_view request_id, bool wait,
+                                                   const CallOptions& call = {});
   // The host answers `payload` back and does nothing else: a ping.
   absl::StatusOr<std::string> Echo(absl::string_view payload, const CallOptions& call = {});
   // grpc.health.v1 Check: "" is the host itself, a bundle's name that loaded bundle;

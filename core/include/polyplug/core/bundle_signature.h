@@ -103,6 +103,11 @@ struct BundleDigest {
 // not UTF-8, and says so when there is no file to sign.
 absl::StatusOr<BundleDigest> DigestBundle(const std::filesystem::path& dir);
 
+// The canonical digest of files already hashed: '/'-separated relative path -> SHA-256 of
+// the file's bytes, bundle.sig left out by the caller. What DigestBundle computes once it
+// hashed the files; PushBundle computes it over the files as they arrive.
+Sha256Digest CanonicalBundleDigest(const std::map<std::string, Sha256Digest>& files);
+
 // The contents of a bundle.sig.
 struct BundleSignature {
   Ed25519PublicKey key{};

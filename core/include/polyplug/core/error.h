@@ -53,16 +53,17 @@ enum class ErrorReason : int {
   kCrashed = 35,         // this artifact crashed the host process (--supervise): it is quarantined
   kShuttingDown = 36,    // the host stopped before it ran the operation (or while serving it)
   kUnsignedBundle = 37,  // the signature policy requires a bundle.sig and there is none
-  kSignatureInvalid = 38,     // bundle.sig is malformed or does not match the bundle's files
-  kUntrustedSigningKey = 39,  // bundle.sig is valid but its key is not a trusted key
-  kDigestMismatch = 40,       // uploaded bytes do not have the SHA-256 the upload declared
-  kBundleTooLarge = 41,       // an upload exceeds the host's --max-bundle-bytes (or file limits)
-  kUploadIncomplete = 42,     // an upload ended before all the bytes it declared arrived
-  kUploadPathInvalid = 43,    // an uploaded file's path is absolute, has '..', or repeats
-  kNoSpace = 44,              // the host's disk (or its file size limit) refused the bytes
-  kNoDeployRoot = 45,         // PushBundle on a host started without --deploy-root
-  kRequestIdReused = 46,      // a request_id already used for another request
-  kOperationNotFound = 47,    // GetOperation: no operation with that request_id is remembered
+  kSignatureInvalid = 38,        // bundle.sig is malformed or does not match the bundle's files
+  kUntrustedSigningKey = 39,     // bundle.sig is valid but its key is not a trusted key
+  kDigestMismatch = 40,          // uploaded bytes do not have the SHA-256 the upload declared
+  kBundleTooLarge = 41,          // an upload exceeds the host's --max-bundle-bytes (or file limits)
+  kUploadIncomplete = 42,        // an upload ended before all the bytes it declared arrived
+  kUploadPathInvalid = 43,       // an uploaded file's path is absolute, has '..', or repeats
+  kNoSpace = 44,                 // the host's disk (or its file size limit) refused the bytes
+  kNoDeployRoot = 45,            // PushBundle on a host started without --deploy-root
+  kRequestIdReused = 46,         // a request_id already used for another request
+  kOperationNotFound = 47,       // GetOperation: no operation with that request_id is remembered
+  kExpectedSha256Mismatch = 48,  // the artifact on disk is not the build the request expects
 };
 
 // "MANIFEST_INVALID", "BUNDLE_TAMPERED", ...; "UNSPECIFIED" for kUnspecified.

@@ -114,6 +114,14 @@ struct ReloadOutcome {
   std::vector<std::string> FailedDependents() const;
 };
 
+// What a reload request asks beyond its bundle.
+struct ReloadOptions {
+  // Lowercase hex SHA-256: reload only if the artifact the new version names has these
+  // bytes (the build a CI job means). Otherwise EXPECTED_SHA256_MISMATCH, as a request
+  // error: no event, nothing reloaded. Checked on the private copy that would be loaded.
+  std::string expected_sha256;
+};
+
 enum class UnloadMode { kRefuseIfInUse, kCascade };
 
 // A bundle that DiscoverAndLoad or LoadAll left out (skip_unloadable), and why.
@@ -142,8 +150,10 @@ class Runtime {
   // manifest names a loaded bundle (its new version; the bundle moves there when the
   // reload succeeds). Request errors (HOT_RELOAD_DISABLED, BUNDLE_NOT_FOUND) are returned
   // as a status with no events; failures of the reload itself are an outcome with FAILED.
-  absl::StatusOr<ReloadOutcome> ReloadBundle(const std::filesystem::path& path);
-  absl::StatusOr<ReloadOutcome> ReloadBundleByName(absl::string_view name);
+  absl::StatusOr<ReloadOutcome> ReloadBundle(const std::filesystem::path& path,
+                                             const ReloadOptions& options = {});
+  absl::StatusOr<ReloadOutcome> ReloadBundleByName(absl::string_view name,
+                                                   const ReloadOptions& options = {});
 
   // docs/SEMANTICS.md §6. kRefuseIfInUse gives DEPENDENCY_IN_USE when a loaded bundle
   // declared a dependency on one of its contracts; kCascade unloads those dependents first.
