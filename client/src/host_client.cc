@@ -224,7 +224,14 @@ const std::string& HostClient::target() const { return impl_->connection().targe
 
 absl::StatusOr<v1::ReloadResponse> HostClient::Reload(absl::string_view bundle,
                                                       const CallOptions& call) {
+  return Reload(bundle, "", call);
+}
+
+absl::StatusOr<v1::ReloadResponse> HostClient::Reload(absl::string_view bundle,
+                                                      absl::string_view expected_sha256,
+                                                      const CallOptions& call) {
   v1::ReloadRequest request;
+  request.set_expected_sha256(std::string(expected_sha256));
   if (absl::StrContains(bundle, '/')) {
     request.set_path(std::string(bundle));
   } else {

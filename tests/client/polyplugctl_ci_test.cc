@@ -458,5 +458,25 @@ TEST_F(PolyplugctlCiTest, WatchCursorsCarryTheEpoch) {
   EXPECT_THAT(other.err, HasSubstr("OUT_OF_RANGE"));
 }
 
+// reload --expected-sha256: the build CI means, or nothing happens (exit 1 with the reason).
+TEST_F(PolyplugctlCiTest, AReloadExpectingAnotherBuildFailsAndReloadsNothing) {
+  const fs::path counter = Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  fs::path library;
+  for (const auto& entry : fs::directory_iterator(counter)) {
+    if (entry.path().extension() == ".so") library = entry.path();
+  }
+  const std::string v1_sha = Sha256OfFile(library);
+  OverwriteArtifact(TestBundleDir("counter_v2"), counter);
+  const std::string v2_sha = Sha256OfFile(library);
+  const ProcessResult refused = Ctl({"reload", "counter", "--expected-sha256", v1_sha});
+  EXPECT_EQ(refused.exit_code, 1) << Shown(refused);
+  EXPECT_THAT(refused.err, HasSubstr("EXPECTED_SHA256_MISMATCH"));
+  EXPECT_THAT(refused.err, HasSubstr(v2_sha));
+  const ProcessResult reloaded = Ctl({"reload", "counter", "--expected-sha256", v2_sha});
+  EXPECT_EQ(reloaded.exit_code, 0) << Shown(reloaded);
+  EXPECT_THAT(reloaded.out, HasSubstr("RELOADED counter"));
+}
+
 }  // namespace
 }  // namespace polyplug::test

@@ -36,7 +36,8 @@ v1::ReloadResponse CrashedReload(const std::vector<v1::QuarantinedVersion>& cras
   return response;
 }
 
-constexpr FlagSpec kFlags[] = {kRequestIdFlag, kRecoverTimeoutFlag};
+constexpr FlagSpec kFlags[] = {
+    kRequestIdFlag, kRecoverTimeoutFlag, {.name = "expected-sha256", .takes_value = true}};
 
 int Run(Context& ctx) {
   const std::string& bundle = ctx.args.operands()[0];
@@ -45,7 +46,7 @@ int Run(Context& ctx) {
   // A bundle that crashes the host kills the connection before any answer; a supervised
   // host comes back and says what crashed. Its epoch before tells the restart apart.
   auto before = ctx.client.GetHostInfo(ctx.call);
-  auto response = ctx.client.Reload(target, ctx.call);
+  auto response = ctx.client.Reload(target, ctx.args.Get("expected-sha256"), ctx.call);
   if (!response.ok() && ConnectionBroke(response.status()) && before.ok() && before->supervised()) {
     if (auto crashed = CrashedDuring(ctx, *before); !crashed.empty()) {
       response = CrashedReload(crashed);
@@ -113,11 +114,16 @@ const Command& ReloadCommand() {
   static constexpr Command kCommand = {
       .name = "reload",
       .help =
-          "usage: polyplugctl reload BUNDLE [--request-id ID] [--recover-timeout DURATION]\n"
+          "usage: polyplugctl reload BUNDLE [--expected-sha256 HEX] [--request-id ID]\n"
+          "                             [--recover-timeout DURATION]\n"
           "\n"
           "Hot-reloads a loaded bundle and waits for its terminal phase, the cascade to\n"
           "dependents included. BUNDLE is a bundle name, or a path (it contains '/') to the\n"
           "bundle's directory inside one of the host's bundle roots.\n"
+          "\n"
+          "--expected-sha256 HEX: reload only if the artifact on the host has this SHA-256\n"
+          "(sha256sum of the build you mean); otherwise exit code 1 with\n"
+          "EXPECTED_SHA256_MISMATCH, and nothing happens.\n"
           "\n"
           "--request-id ID: the host runs the reload once per ID; a retry with the same ID\n"
           "gets the first outcome and reloads nothing again (default: a random ID, printed\n"

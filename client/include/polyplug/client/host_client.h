@@ -82,6 +82,12 @@ class HostClient {
   // `bundle` is a name, or a path (it contains '/') inside one of the host's bundle roots.
   absl::StatusOr<host::v1::ReloadResponse> Reload(absl::string_view bundle,
                                                   const CallOptions& call = {});
+  // The same, only if the artifact on the host has the SHA-256 `expected_sha256`
+  // (lowercase hex, what sha256sum prints for the build meant): otherwise
+  // FAILED_PRECONDITION (EXPECTED_SHA256_MISMATCH) and nothing happens.
+  absl::StatusOr<host::v1::ReloadResponse> Reload(absl::string_view bundle,
+                                                  absl::string_view expected_sha256,
+                                                  const CallOptions& call = {});
   // Loads the bundle directory (or its manifest.toml) at `path`, a path on the host.
   absl::StatusOr<host::v1::LoadBundleResponse> LoadBundle(absl::string_view path,
                                                           const CallOptions& call = {});
