@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -67,51 +68,42 @@ absl::StatusOr<std::vector<LocalFile>> ListFiles(const fs::path& dir) {
   return files;
 }
 
-absl::StatusOr<std::string> Sha256Of(const fs::path& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", path.string(), ": ", std::strerror(errno)));
-  }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
-  std::string buffer(64 << 10, '\0');
-  ssize_t n;
-  while ((n = read(fd, buffer.data(), buffer.size())) > 0)
-    EVP_DigestUpdate(md.get(), buffer.data(), n);
-  close(fd);
-  unsigned char sha[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_DigestFinal_ex(md.get(), sha, &size);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(sha), size));
-}
-
-// Sends the files' bytes, in header order, in chunks of kChunkBytes. False when the stream
-// broke (the host ended the call: Finish() says why).
+// Sends the files' bytes, in header order, in chunks of kChunkBytes, hashing each file as
+// it goes, then the digests message. False when the stream broke (the host ended the call:
+// Finish() says why).
 absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
                                grpc::ClientWriter<v1::PushBundleRequest>& writer) {
   v1::PushBundleRequest message;
   std::string& chunk = *message.mutable_data();
   chunk.reserve(kChunkBytes);
+  v1::PushBundleRequest digests_message;
+  v1::PushBundleDigests& digests = *digests_message.mutable_digests();
+  std::map<std::string, core::Sha256Digest> signed_files;  // what the bundle digest covers
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   for (const LocalFile& file : files) {
     const int fd = open(file.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot read ", file.path.string(), ": ", std::strerror(errno)));
     }
+    struct stat before {};
+    fstat(fd, &before);
+    auto changed = [&](uint64_t now) {
+      close(fd);
+      return absl::FailedPreconditionError(
+          absl::StrCat(file.path.string(), " changed while it was being pushed (it is now ", now,
+                       " bytes, was ", file.wire.size(), "); push again once it is built"));
+    };
+    EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
     uint64_t left = file.wire.size();
     while (left > 0) {
       const size_t at = chunk.size();
       const size_t want = static_cast<size_t>(std::min<uint64_t>(left, kChunkBytes - at));
       chunk.resize(at + want);
       const ssize_t n = read(fd, chunk.data() + at, want);
-      if (n <= 0) {
-        close(fd);
-        return absl::FailedPreconditionError(
-            absl::StrCat(file.path.string(), " changed while it was being pushed (it is now ",
-                         file.wire.size() - left, " bytes, was ", file.wire.size(), ")"));
-      }
+      if (n <= 0) return changed(file.wire.size() - left);
       chunk.resize(at + static_cast<size_t>(n));
+      EVP_DigestUpdate(md.get(), chunk.data() + at, static_cast<size_t>(n));
       left -= static_cast<uint64_t>(n);
       if (chunk.size() == kChunkBytes) {
         if (!writer.Write(message)) {
@@ -121,10 +113,25 @@ absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
         chunk.clear();
       }
     }
+    // A file rewritten while it was read would arrive torn, with a digest that matches.
+    struct stat after {};
+    fstat(fd, &after);
+    if (after.st_size != before.st_size || after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != before.st_mtim.tv_nsec) {
+      return changed(static_cast<uint64_t>(after.st_size));
+    }
     close(fd);
+    core::Sha256Digest sha{};
+    unsigned int size = 0;
+    EVP_DigestFinal_ex(md.get(), sha.data(), &size);
+    digests.add_file_sha256(core::DigestToHex(sha));
+    if (file.wire.path() != core::kBundleSignatureFileName) {
+      signed_files.emplace(file.wire.path(), sha);
+    }
   }
   if (!chunk.empty() && !writer.Write(message)) return false;
-  return true;
+  digests.set_bundle_digest(core::DigestToHex(core::CanonicalBundleDigest(signed_files)));
+  return writer.Write(digests_message);
 }
 
 }  // namespace
@@ -133,25 +140,10 @@ absl::StatusOr<v1::PushBundleResponse> HostClient::PushBundle(const fs::path& di
                                                               const CallOptions& call) {
   absl::StatusOr<std::vector<LocalFile>> files = ListFiles(dir);
   if (!files.ok()) return files.status();
-  // The canonical digest and the SHA-256 of each file it covers; bundle.sig is not covered.
-  absl::StatusOr<core::BundleDigest> digest = core::DigestBundle(dir);
-  if (!digest.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot push ", dir.string(), ": ", digest.status().message()));
-  }
+  // The digests follow the bytes (the host checks them then): each file is read once.
   v1::PushBundleRequest header_message;
   v1::PushBundleHeader& header = *header_message.mutable_header();
-  for (LocalFile& file : *files) {
-    auto it = digest->file_sha256.find(file.wire.path());
-    if (it != digest->file_sha256.end()) {
-      file.wire.set_sha256(it->second);
-    } else {
-      absl::StatusOr<std::string> sha = Sha256Of(file.path);
-      if (!sha.ok()) return sha.status();
-      file.wire.set_sha256(*sha);
-    }
-    *header.add_files() = file.wire;
-  }
+  for (const LocalFile& file : *files) *header.add_files() = file.wire;
   // The manifest's name is the bundle's: the host checks it again.
   absl::StatusOr<std::string> name = [&]() -> absl::StatusOr<std::string> {
     absl::StatusOr<core::Manifest> manifest = core::LoadManifest(dir);
@@ -163,7 +155,6 @@ absl::StatusOr<v1::PushBundleResponse> HostClient::PushBundle(const fs::path& di
         absl::StrCat("cannot push ", dir.string(), ": ", name.status().message()));
   }
   header.set_bundle_name(*name);
-  header.set_bundle_digest(core::DigestToHex(digest->digest));
   header.set_request_id(call.request_id);
 
   const std::shared_ptr<const internal::Connection> shared = this->connection();

@@ -202,7 +202,9 @@ absl::StatusOr<std::unique_ptr<BundleUpload>> BundleUpload::Begin(UploadHeader h
                                                                   const UploadLimits& limits,
                                                                   fs::path staging_dir) {
   if (absl::Status s = CheckBundleName(header.bundle_name); !s.ok()) return s;
-  if (!IsLowerHex(header.bundle_digest, 64)) {
+  // The digests come all in the header or all after the bytes.
+  const bool digests_declared = !header.bundle_digest.empty();
+  if (digests_declared && !IsLowerHex(header.bundle_digest, 64)) {
     return MakeError(ErrorReason::kInvalidArgument,
                      "field 'header.bundle_digest' must be 64 lowercase hex digits (the "
                      "bundle's canonical SHA-256; `polyplugctl digest DIR` prints it)");
@@ -217,10 +219,18 @@ absl::StatusOr<std::unique_ptr<BundleUpload>> BundleUpload::Begin(UploadHeader h
   for (size_t i = 0; i < header.files.size(); ++i) {
     const UploadFile& file = header.files[i];
     if (absl::Status s = CheckPath(file, i); !s.ok()) return s;
-    if (!IsLowerHex(file.sha256, 64)) {
+    if (!digests_declared && !file.sha256.empty()) {
       return MakeError(ErrorReason::kInvalidArgument,
                        absl::StrCat("file \"", absl::CHexEscape(file.path),
-                                    "\": field 'sha256' must be 64 lowercase hex digits"));
+                                    "\" has a 'sha256' but the header has no 'bundle_digest': "
+                                    "give every digest in the header, or none there and all "
+                                    "of them in a last 'digests' message"));
+    }
+    if (digests_declared && !IsLowerHex(file.sha256, 64)) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       absl::StrCat("file \"", absl::CHexEscape(file.path),
+                                    "\": field 'sha256' must be 64 lowercase hex digits (the "
+                                    "header has a 'bundle_digest', so every file needs one)"));
     }
     if (file.size > limits.max_bundle_bytes || total + file.size > limits.max_bundle_bytes) {
       return MakeError(
@@ -289,20 +299,62 @@ absl::Status BundleUpload::OpenNext() {
 }
 
 absl::Status BundleUpload::CompleteFile() {
-  const UploadFile& file = header_.files[next_file_];
   auto sha = writer_->Close();
   writer_.reset();
   if (!sha.ok()) return Fail(sha.status());
   received_sha256_.push_back(*sha);
-  if (core::DigestToHex(*sha) != file.sha256) {
-    return Fail(MakeError(
-        ErrorReason::kDigestMismatch,
-        absl::StrCat("file \"", absl::CHexEscape(file.path), "\": the SHA-256 of the ", file.size,
-                     " bytes received is ", core::DigestToHex(*sha), ", the header says ",
-                     file.sha256, " (changed or corrupted on the way)")));
+  if (digests_known()) {
+    if (absl::Status s = CheckFileDigest(next_file_, *sha); !s.ok()) return s;
   }
   ++next_file_;
   file_received_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status BundleUpload::CheckFileDigest(size_t index, const std::array<uint8_t, 32>& received) {
+  const UploadFile& file = header_.files[index];
+  if (core::DigestToHex(received) == file.sha256) return absl::OkStatus();
+  return Fail(MakeError(
+      ErrorReason::kDigestMismatch,
+      absl::StrCat("file \"", absl::CHexEscape(file.path), "\": the SHA-256 of the ", file.size,
+                   " bytes received is ", core::DigestToHex(received), ", the upload says ",
+                   file.sha256, " (changed or corrupted on the way)")));
+}
+
+absl::Status BundleUpload::SetDigests(std::vector<std::string> file_sha256,
+                                      std::string bundle_digest) {
+  if (!error_.ok()) return error_;
+  if (digests_known()) {
+    return Fail(MakeError(ErrorReason::kInvalidArgument,
+                          "the upload sent a 'digests' message but its header carried the "
+                          "digests already; send them in one place"));
+  }
+  if (file_sha256.size() != header_.files.size()) {
+    return Fail(MakeError(ErrorReason::kInvalidArgument,
+                          absl::StrCat("field 'digests.file_sha256' has ", file_sha256.size(),
+                                       " entries; the header declares ", header_.files.size(),
+                                       " files (one SHA-256 per file, in the header's order)")));
+  }
+  for (size_t i = 0; i < file_sha256.size(); ++i) {
+    if (!IsLowerHex(file_sha256[i], 64)) {
+      return Fail(MakeError(ErrorReason::kInvalidArgument,
+                            absl::StrCat("field 'digests.file_sha256' entry ", i + 1, " (file \"",
+                                         absl::CHexEscape(header_.files[i].path),
+                                         "\") must be 64 lowercase hex digits")));
+    }
+  }
+  if (!IsLowerHex(bundle_digest, 64)) {
+    return Fail(MakeError(ErrorReason::kInvalidArgument,
+                          "field 'digests.bundle_digest' must be 64 lowercase hex digits (the "
+                          "bundle's canonical SHA-256; `polyplugctl digest DIR` prints it)"));
+  }
+  for (size_t i = 0; i < file_sha256.size(); ++i) {
+    header_.files[i].sha256 = std::move(file_sha256[i]);
+  }
+  header_.bundle_digest = std::move(bundle_digest);
+  for (size_t i = 0; i < received_sha256_.size(); ++i) {
+    if (absl::Status s = CheckFileDigest(i, received_sha256_[i]); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
@@ -338,6 +390,12 @@ absl::Status BundleUpload::Finish() {
                                " bytes, in file \"", absl::CHexEscape(file.path), "\" (",
                                file_received_, " of ", file.size, " bytes)")));
   }
+  if (!digests_known()) {
+    return Fail(MakeError(ErrorReason::kUploadIncomplete,
+                          absl::StrCat("the upload ended after all ", bytes_expected_,
+                                       " bytes but without its 'digests' message (its header "
+                                       "carried no digests)")));
+  }
   // The canonical digest (docs/SIGNING.md) from the SHA-256 of each file as received.
   std::map<std::string, core::Sha256Digest> signed_files;
   for (size_t i = 0; i < header_.files.size(); ++i) {
@@ -348,7 +406,7 @@ absl::Status BundleUpload::Finish() {
   if (digest != header_.bundle_digest) {
     return Fail(MakeError(
         ErrorReason::kDigestMismatch,
-        absl::StrCat("the bundle digest of the files received is ", digest, ", the header says ",
+        absl::StrCat("the bundle digest of the files received is ", digest, ", the upload says ",
                      header_.bundle_digest, " (a file is missing from the upload, or extra)")));
   }
   auto manifest = core::LoadManifest(staging_dir_);

@@ -22,7 +22,7 @@ namespace polyplug::host {
 struct UploadFile {
   std::string path;    // relative, '/'-separated
   uint64_t size = 0;   // bytes
-  std::string sha256;  // lowercase hex
+  std::string sha256;  // lowercase hex; empty while the digests follow the bytes
   bool executable = false;
 };
 
@@ -30,7 +30,9 @@ struct UploadFile {
 struct UploadHeader {
   std::string bundle_name;
   std::vector<UploadFile> files;  // in the order their bytes follow
-  std::string bundle_digest;      // docs/SIGNING.md's canonical digest, lowercase hex
+  // docs/SIGNING.md's canonical digest, lowercase hex; empty (and so is every file's
+  // sha256) when the digests follow the bytes.
+  std::string bundle_digest;
 };
 
 struct UploadLimits {
@@ -41,9 +43,9 @@ struct UploadLimits {
 // Not thread-safe: one reactor feeds it, then one operation places it.
 class BundleUpload {
  public:
-  // Checks `header` (name, paths, sizes against `limits`; UPLOAD_PATH_INVALID,
-  // BUNDLE_TOO_LARGE, INVALID_ARGUMENT) and creates the staging directory `staging_dir`,
-  // which must not exist yet and whose parent must.
+  // Checks `header` (name, paths, sizes against `limits`, digests all given or none;
+  // UPLOAD_PATH_INVALID, BUNDLE_TOO_LARGE, INVALID_ARGUMENT) and creates the staging
+  // directory `staging_dir`, which must not exist yet and whose parent must.
   static absl::StatusOr<std::unique_ptr<BundleUpload>> Begin(UploadHeader header,
                                                              const UploadLimits& limits,
                                                              std::filesystem::path staging_dir);
@@ -56,12 +58,20 @@ class BundleUpload {
   // the declared sizes, DIGEST_MISMATCH when a file's bytes end with another SHA-256,
   // NO_SPACE when the disk refuses them. After an error the upload is dead.
   absl::Status Append(absl::string_view data);
-  // The sender is done: UPLOAD_INCOMPLETE unless every declared byte arrived; then
-  // DIGEST_MISMATCH unless the bundle digest is the declared one, and MANIFEST_INVALID
-  // unless manifest.toml parses and names the bundle. Makes the files durable (fsync).
+  // The digests, when they follow the bytes: one SHA-256 per file in header order and the
+  // bundle digest, lowercase hex. INVALID_ARGUMENT when the header declared them already,
+  // or for a wrong count or format; DIGEST_MISMATCH when a file already received has
+  // another SHA-256. After an error the upload is dead.
+  absl::Status SetDigests(std::vector<std::string> file_sha256, std::string bundle_digest);
+  // The sender is done: UPLOAD_INCOMPLETE unless every declared byte and the digests
+  // arrived; then DIGEST_MISMATCH unless the bundle digest is the declared one, and
+  // MANIFEST_INVALID unless manifest.toml parses and names the bundle. Makes the files
+  // durable (fsync).
   absl::Status Finish();
 
+  // The header, with the digests once they are known.
   const UploadHeader& header() const { return header_; }
+  bool digests_known() const { return !header_.bundle_digest.empty(); }
   uint64_t bytes_expected() const { return bytes_expected_; }
   uint64_t bytes_received() const { return bytes_received_; }
   // Holds the files; DeployRoot moves directories through this path.
@@ -71,11 +81,13 @@ class BundleUpload {
   class FileWriter;  // bundle_upload.cc
   BundleUpload(UploadHeader header, std::filesystem::path staging_dir);
   absl::Status OpenNext();  // opens the next file (skipping empty ones, which it creates)
-  // The current file's bytes are all in: closes it and checks its SHA-256.
+  // The current file's bytes are all in: closes it and checks its SHA-256 when declared.
   absl::Status CompleteFile();
+  // File `index` was received with SHA-256 `received`: DIGEST_MISMATCH unless declared so.
+  absl::Status CheckFileDigest(size_t index, const std::array<uint8_t, 32>& received);
   absl::Status Fail(absl::Status status);
 
-  const UploadHeader header_;
+  UploadHeader header_;
   const std::filesystem::path staging_dir_;
   uint64_t bytes_expected_ = 0;
   uint64_t bytes_received_ = 0;

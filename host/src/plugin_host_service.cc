@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <mutex>
+#include <optional>
 
 #include <utility>
 
@@ -14,6 +16,7 @@
 #include "host/src/bundle_listing.h"
 #include "host/src/session_stream.h"
 #include "host/src/status_mapping.h"
+#include "host/src/upload_worker.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 #include "wire/wire.h"
@@ -213,14 +216,20 @@ std::string FingerprintOf(Request request) {
 bool PluginHostService::AnsweredFromLog(grpc::CallbackServerContext* context, OperationCall* call,
                                         absl::string_view method, const std::string& request_id,
                                         const std::string& fingerprint,
-                                        google::protobuf::Message* response) {
+                                        google::protobuf::Message* response,
+                                        const std::function<void()>& discard) {
   if (request_id.empty()) return false;
   if (absl::Status s = OperationLog::CheckRequestId(request_id); !s.ok()) {
+    if (discard) discard();
     call->FinishCall(ToGrpcStatus(s, context));
     return true;
   }
   LoggedOperation seen;
-  switch (operation_log_.Admit(request_id, method, fingerprint, &seen)) {
+  const OperationLog::Admission admission =
+      operation_log_.Admit(request_id, method, fingerprint, &seen);
+  if (admission == OperationLog::Admission::kNew) return false;
+  if (discard) discard();
+  switch (admission) {
     case OperationLog::Admission::kNew:
       return false;
     case OperationLog::Admission::kConflict:
@@ -436,9 +445,14 @@ grpc::ServerUnaryReactor* PluginHostService::UnloadBundle(grpc::CallbackServerCo
   return reactor;
 }
 
-// The reactor of a PushBundle: receives the upload, writing and checking it as it
-// arrives, then posts its placement and load or reload as an operation (OperationCall).
-// Reads one message at a time, so a slow disk slows the sender instead of filling memory.
+// The reactor of a PushBundle: receives the upload, which an UploadWorker writes and
+// checks on a thread of its own as it arrives, then posts its placement and load or reload
+// as an operation (OperationCall). At most kQueuedChunks messages wait to be written, so a
+// slow disk slows the sender instead of filling memory.
+//
+// Threads: gRPC's (Start, OnReadDone, OnCancel, OnDone) and the worker's (its callbacks:
+// the next read once there is room, the end of the upload). `mu_` orders the call's reads
+// and its Finish, so that nothing is read once the call is finished.
 class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
                           public OperationCall {
  public:
@@ -455,50 +469,91 @@ class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
                               "this host takes no pushes: start polyplug-host with "
                               "--deploy-root DIR (a directory it owns for pushed bundles)"));
     }
-    StartRead(&request_);
+    ReadNext();
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return OnUploadEnd();
-    if (!upload_) {
-      if (Begin()) StartRead(&request_);
+    if (!ok) return OnSenderDone();
+    if (!worker_) {
+      if (Begin()) ReadNext();
       return;
     }
-    absl::Status status;
-    if (request_.part_case() != v1::PushBundleRequest::kData) {
-      status = MakeError(ErrorReason::kInvalidArgument,
-                         "a PushBundle upload has one header, in its first message; the "
-                         "messages after it carry 'data'");
-    } else {
-      status = upload_->Append(request_.data());
+    switch (request_.part_case()) {
+      case v1::PushBundleRequest::kData:
+        if (digests_) {
+          return RefuseWhileReceiving(MakeError(ErrorReason::kInvalidArgument,
+                                                "the upload sent 'data' after its 'digests' "
+                                                "message, which must be the last"));
+        }
+        bytes_read_ += request_.data().size();
+        // False: the worker asks for the next read once a chunk is written.
+        if (worker_->Add(std::move(*request_.mutable_data()))) ReadNext();
+        return;
+      case v1::PushBundleRequest::kDigests:
+        if (digests_ || header_has_digests_) {
+          return RefuseWhileReceiving(MakeError(
+              ErrorReason::kInvalidArgument, digests_
+                                                 ? "the upload sent a second 'digests' message"
+                                                 : "the upload sent a 'digests' message but its "
+                                                   "header carried the digests already; send them "
+                                                   "in one place"));
+        }
+        digests_ = std::move(*request_.mutable_digests());
+        return ReadNext();
+      default:
+        return RefuseWhileReceiving(
+            MakeError(ErrorReason::kInvalidArgument,
+                      "a PushBundle upload has one header, in its first message; the "
+                      "messages after it carry 'data', then (unless the header had "
+                      "them) 'digests'"));
     }
-    if (!status.ok()) return Refuse(status);
-    StartRead(&request_);
   }
 
-  void FinishCall(grpc::Status status) override { Finish(std::move(status)); }
+  void FinishCall(grpc::Status status) override {
+    std::lock_guard lock(mu_);
+    if (finished_) return;
+    finished_ = true;
+    Finish(std::move(status));
+  }
   void OnCancel() override { AbandonIfWaiting(); }
   void OnDone() override { delete this; }
 
  private:
-  // Ends the call with `status`; the upload's files go first, then a log line says so. An
-  // upload that failed did not run: a retry with its request_id sends it again.
-  void Refuse(const absl::Status& status) {
+  // Chunks waiting for the worker: with polyplugctl's 1 MiB messages, 4 MiB.
+  static constexpr size_t kQueuedChunks = 4;
+
+  // Any thread: the next message, unless the call is finished. gRPC may run OnReadDone
+  // before StartRead returns, hence the recursive mutex.
+  void ReadNext() {
+    std::lock_guard lock(mu_);
+    if (!finished_) StartRead(&request_);
+  }
+
+  // Ends the call with `status`; the upload's files go first (`upload`, or the worker's),
+  // then a log line says so. An upload that failed did not run: a retry with its request_id
+  // sends it again.
+  void Refuse(const absl::Status& status, std::unique_ptr<BundleUpload> upload = nullptr) {
     if (!request_id_.empty()) {
       service_.operation_log_.Forget(request_id_, ToGrpcStatus(status, nullptr));
     }
     Drop(absl::StrCat("refused: [", core::ReasonToken(core::ReasonOf(status)), "] ",
-                      status.message()));
+                      status.message()),
+         std::move(upload));
     FinishCall(ToGrpcStatus(status, context_));
   }
 
-  void Drop(absl::string_view why) {
-    const std::string name = upload_ ? upload_->header().bundle_name : "";
-    const uint64_t received = upload_ ? upload_->bytes_received() : 0;
-    upload_.reset();
+  // gRPC thread, once the worker runs: stops it (its upload and staging directory go with
+  // it), then refuses. Should a write fail meanwhile, the worker's refusal is the answer.
+  void RefuseWhileReceiving(const absl::Status& status) {
+    worker_.reset();
+    Refuse(status);
+  }
+
+  void Drop(absl::string_view why, std::unique_ptr<BundleUpload> upload) {
+    upload.reset();
     std::fprintf(stderr, "polyplug-host: push%s%s after %llu bytes %s; nothing was placed\n",
-                 name.empty() ? "" : " of ", name.c_str(),
-                 static_cast<unsigned long long>(received), std::string(why).c_str());
+                 bundle_name_.empty() ? "" : " of ", bundle_name_.c_str(),
+                 static_cast<unsigned long long>(bytes_read_.load()), std::string(why).c_str());
   }
 
   // The header: refused, a retry answered from the operation log (false: read no more), or
@@ -510,11 +565,22 @@ class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
       return false;
     }
     v1::PushBundleHeader& header = *request_.mutable_header();
-    if (service_.AnsweredFromLog(context_, this, "PushBundle", header.request_id(),
-                                 FingerprintOf(header), response_)) {
-      return false;
+    header_has_digests_ = !header.bundle_digest().empty();
+    if (header_has_digests_) {
+      // The request is known in full: a retry is answered before its bytes are read.
+      if (service_.AnsweredFromLog(context_, this, "PushBundle", header.request_id(),
+                                   FingerprintOf(header), response_)) {
+        return false;
+      }
+      request_id_ = header.request_id();
+    } else if (!header.request_id().empty()) {
+      if (absl::Status s = OperationLog::CheckRequestId(header.request_id()); !s.ok()) {
+        Refuse(s);
+        return false;
+      }
+      header_ = header;  // the request is this plus the digests that follow the bytes
     }
-    request_id_ = header.request_id();
+    bundle_name_ = header.bundle_name();
     UploadHeader parsed;
     parsed.bundle_name = std::move(*header.mutable_bundle_name());
     parsed.bundle_digest = std::move(*header.mutable_bundle_digest());
@@ -527,43 +593,80 @@ class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
       Refuse(upload.status());
       return false;
     }
-    upload_ = *std::move(upload);
     std::fprintf(stderr, "polyplug-host: push of %s: receiving %llu bytes in %zu files\n",
-                 upload_->header().bundle_name.c_str(),
-                 static_cast<unsigned long long>(upload_->bytes_expected()),
-                 upload_->header().files.size());
+                 bundle_name_.c_str(), static_cast<unsigned long long>((*upload)->bytes_expected()),
+                 (*upload)->header().files.size());
+    worker_ = std::make_unique<UploadWorker>(
+        *std::move(upload), kQueuedChunks, [this] { ReadNext(); },
+        [this](absl::Status status, std::unique_ptr<BundleUpload> upload) {
+          OnUploadWritten(std::move(status), std::move(upload));
+        });
     return true;
   }
 
-  // The sender closed its side (or went away).
-  void OnUploadEnd() {
-    if (context_->IsCancelled()) {
-      const uint64_t received = upload_ ? upload_->bytes_received() : 0;
-      if (!request_id_.empty()) {
-        service_.operation_log_.Forget(
-            request_id_, grpc::Status(grpc::StatusCode::CANCELLED,
-                                      "the first upload with this request_id was cancelled"));
+  // gRPC thread: the sender closed its side, or went away.
+  void OnSenderDone() {
+    if (worker_) return worker_->Close();  // OnUploadWritten follows
+    if (context_->IsCancelled()) return Cancelled();
+    Refuse(MakeError(ErrorReason::kInvalidArgument, "the upload ended before its header"));
+  }
+
+  void Cancelled(std::unique_ptr<BundleUpload> upload = nullptr) {
+    if (!request_id_.empty()) {
+      service_.operation_log_.Forget(
+          request_id_, grpc::Status(grpc::StatusCode::CANCELLED,
+                                    "the first upload with this request_id was cancelled"));
+    }
+    Drop("cancelled by the client", std::move(upload));
+    FinishCall(grpc::Status(
+        grpc::StatusCode::CANCELLED,
+        absl::StrCat("the upload was cancelled after ", bytes_read_.load(),
+                     " bytes; nothing was placed and the running version is unchanged")));
+  }
+
+  // Worker thread: every byte is written (`status` OK, after OnSenderDone), or a write
+  // failed. Checks the whole upload, then posts it.
+  void OnUploadWritten(absl::Status status, std::unique_ptr<BundleUpload> upload) {
+    if (!status.ok()) return Refuse(status, std::move(upload));
+    if (context_->IsCancelled()) return Cancelled(std::move(upload));
+    if (digests_) {
+      status = upload->SetDigests({digests_->file_sha256().begin(), digests_->file_sha256().end()},
+                                  digests_->bundle_digest());
+      if (!status.ok()) return Refuse(status, std::move(upload));
+    }
+    if (status = upload->Finish(); !status.ok()) return Refuse(status, std::move(upload));
+    if (!header_has_digests_ && !header_.request_id().empty()) {
+      // Now that the digests are known, the request is: the same as a header carrying them.
+      for (int i = 0; i < header_.files_size(); ++i) {
+        header_.mutable_files(i)->set_sha256(upload->header().files[i].sha256);
       }
-      Drop("cancelled by the client");
-      return FinishCall(grpc::Status(
-          grpc::StatusCode::CANCELLED,
-          absl::StrCat("the upload was cancelled after ", received,
-                       " bytes; nothing was placed and the running version is unchanged")));
+      header_.set_bundle_digest(upload->header().bundle_digest);
+      if (service_.AnsweredFromLog(context_, this, "PushBundle", header_.request_id(),
+                                   FingerprintOf(header_), response_,
+                                   [&upload] { upload.reset(); })) {
+        return;
+      }
+      request_id_ = header_.request_id();
     }
-    if (!upload_) {
-      return Refuse(MakeError(ErrorReason::kInvalidArgument, "the upload ended before its header"));
-    }
-    if (absl::Status s = upload_->Finish(); !s.ok()) return Refuse(s);
-    service_.PostDeploy(context_, this, std::shared_ptr<BundleUpload>(std::move(upload_)),
+    service_.PostDeploy(context_, this, std::shared_ptr<BundleUpload>(std::move(upload)),
                         request_id_, response_);
   }
 
   PluginHostService& service_;
   grpc::CallbackServerContext* const context_;
   v1::PushBundleResponse* const response_;
+  std::recursive_mutex mu_;
+  bool finished_ = false;  // guarded by mu_
   v1::PushBundleRequest request_;
-  std::unique_ptr<BundleUpload> upload_;
+  std::string bundle_name_;
+  std::atomic<uint64_t> bytes_read_ = 0;  // the worker reads it when it refuses
+  bool header_has_digests_ = false;
+  v1::PushBundleHeader header_;  // with a request_id and no digests: the request, for the log
+  std::optional<v1::PushBundleDigests> digests_;  // set before the worker's end callback
   std::string request_id_;  // admitted as new: the log waits for this upload's outcome
+  // Last, so that it is destroyed first: its thread may be finishing a callback into the
+  // members above, and the destructor waits for it.
+  std::unique_ptr<UploadWorker> worker_;
 };
 
 grpc::ServerReadReactor<v1::EchoRequest>* PluginHostService::EchoStream(

@@ -141,10 +141,12 @@ class PluginHostService final : public PluginHostCallbackService {
   // The request_id step of an operation's call: true when the call is taken care of (the id
   // is malformed or reused: refused; a retry: answered with the first outcome, now or when
   // it is done); false when the caller is to run the operation (no id, or a new one, now
-  // recorded as running).
+  // recorded as running). `discard`, when given, runs first when the call is taken care of
+  // (a push drops its received files before the caller hears).
   bool AnsweredFromLog(grpc::CallbackServerContext* context, OperationCall* call,
                        absl::string_view method, const std::string& request_id,
-                       const std::string& fingerprint, google::protobuf::Message* response);
+                       const std::string& fingerprint, google::protobuf::Message* response,
+                       const std::function<void()>& discard = nullptr);
   // Places a received upload and loads or reloads it, as an operation; fills `response`.
   void PostDeploy(grpc::CallbackServerContext* context, OperationCall* call,
                   std::shared_ptr<BundleUpload> upload, const std::string& request_id,

@@ -35,11 +35,12 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-// A bundle directory as PushBundle carries it: the header, and every file's bytes in the
-// header's order.
+// A bundle directory as PushBundle carries it: the header, every file's bytes in the
+// header's order, and the digests message when the digests follow the bytes.
 struct Upload {
   v1::PushBundleHeader header;
   std::string bytes;
+  std::optional<v1::PushBundleDigests> digests_last;
 };
 
 Upload UploadOf(const fs::path& dir) {
@@ -67,6 +68,19 @@ Upload UploadOf(const fs::path& dir) {
   return upload;
 }
 
+// `upload` with its digests moved from the header into a last message, as HostClient
+// sends them.
+Upload WithDigestsLast(Upload upload) {
+  v1::PushBundleDigests& digests = upload.digests_last.emplace();
+  for (v1::PushedFile& file : *upload.header.mutable_files()) {
+    digests.add_file_sha256(file.sha256());
+    file.clear_sha256();
+  }
+  digests.set_bundle_digest(upload.header.bundle_digest());
+  upload.header.clear_bundle_digest();
+  return upload;
+}
+
 class PushBundleTest : public HostProcessTest {
  protected:
   fs::path deploy_root() const { return scratch().path() / "deploy"; }
@@ -91,6 +105,11 @@ class PushBundleTest : public HostProcessTest {
       v1::PushBundleRequest data;
       data.set_data(upload.bytes.substr(at, std::min(chunk, end - at)));
       open = writer->Write(data);
+    }
+    if (open && upload.digests_last) {
+      v1::PushBundleRequest digests;
+      *digests.mutable_digests() = *upload.digests_last;
+      open = writer->Write(digests);
     }
     if (open) writer->WritesDone();
     result.status = writer->Finish();
@@ -284,6 +303,114 @@ TEST_F(PushBundleRefusalTest, AManifestNamingAnotherBundleIsRefused) {
                 "names bundle \"counter\"");
 }
 
+// The digests may follow the bytes instead (HostClient sends them so, hashing each file as
+// it sends it): the same checks apply once they arrive.
+TEST_F(PushBundleTest, DigestsSentAfterTheBytesAreCheckedThen) {
+  ASSERT_NO_FATAL_FAILURE(StartPushHost());
+  const Upload upload = WithDigestsLast(UploadOf(TestBundleDir("counter_v1")));
+  auto result = Send(upload);
+  ASSERT_TRUE(result.status.ok()) << ToString(result.status);
+  EXPECT_EQ(result.response.outcome(), v1::PUSH_OUTCOME_LOADED);
+  EXPECT_EQ(result.response.bundle_digest(), upload.digests_last->bundle_digest());
+  EXPECT_EQ(result.response.bytes_received(), upload.bytes.size());
+  EXPECT_THAT(DeployRootEntries(), ElementsAre("counter"));
+}
+
+// A push with a request_id runs once. The request is the header with its digests, wherever
+// they were sent: a retry may send them first (answered before its bytes) or last.
+TEST_F(PushBundleTest, ARetriedPushGetsTheFirstOutcomeWhereverItsDigestsAre) {
+  ASSERT_NO_FATAL_FAILURE(StartPushHost());
+  Upload first = UploadOf(TestBundleDir("counter_v1"));
+  first.header.set_request_id("ci-build-41");
+  auto pushed = Send(WithDigestsLast(first));
+  ASSERT_TRUE(pushed.status.ok()) << ToString(pushed.status);
+  ASSERT_EQ(pushed.response.outcome(), v1::PUSH_OUTCOME_LOADED);
+  for (const Upload& retry : {WithDigestsLast(first), first}) {
+    SCOPED_TRACE(retry.digests_last ? "digests last" : "digests in the header");
+    auto again = Send(retry);
+    ASSERT_TRUE(again.status.ok()) << ToString(again.status);
+    // Run again, it would have been a reload.
+    EXPECT_EQ(again.response.outcome(), v1::PUSH_OUTCOME_LOADED);
+    EXPECT_EQ(again.response.reload_id(), pushed.response.reload_id());
+    EXPECT_EQ(again.response.registry_revision(), pushed.response.registry_revision());
+    EXPECT_THAT(DeployRootEntries(), ElementsAre("counter"));
+  }
+  // The same id for other bytes is refused, and changes nothing.
+  Upload other = UploadOf(TestBundleDir("counter_v2"));
+  other.header.set_request_id("ci-build-41");
+  for (const Upload& reuse : {WithDigestsLast(other), other}) {
+    auto refused = Send(reuse);
+    EXPECT_EQ(ReasonTokenOf(refused.status), "REQUEST_ID_REUSED") << ToString(refused.status);
+    EXPECT_THAT(DeployRootEntries(), ElementsAre("counter"));
+  }
+  auto found = FindContract("test.counter@1");
+  ASSERT_TRUE(found.status.ok()) << ToString(found.status);
+  EXPECT_EQ(VersionString(found.response.provider_version()), "1.0.0");
+}
+
+TEST_F(PushBundleRefusalTest, AnUploadWhoseDigestsNeverCameIsIncomplete) {
+  Upload upload = WithDigestsLast(upload_);
+  upload.digests_last.reset();
+  ExpectRefused(upload, grpc::StatusCode::INVALID_ARGUMENT, "UPLOAD_INCOMPLETE",
+                "without its 'digests' message");
+}
+
+TEST_F(PushBundleRefusalTest, AWrongFileDigestSentLastIsRefused) {
+  Upload upload = WithDigestsLast(upload_);
+  upload.digests_last->set_file_sha256(1, std::string(64, 'b'));
+  ExpectRefused(upload, grpc::StatusCode::INVALID_ARGUMENT, "DIGEST_MISMATCH",
+                absl::StrCat("file \"", upload.header.files(1).path(), "\": the SHA-256"));
+}
+
+TEST_F(PushBundleRefusalTest, AWrongBundleDigestSentLastIsRefused) {
+  Upload upload = WithDigestsLast(upload_);
+  upload.digests_last->set_bundle_digest(std::string(64, 'c'));
+  ExpectRefused(upload, grpc::StatusCode::INVALID_ARGUMENT, "DIGEST_MISMATCH",
+                "the bundle digest of the files received is");
+}
+
+TEST_F(PushBundleRefusalTest, DigestsMustNameEveryFileOnce) {
+  Upload upload = WithDigestsLast(upload_);
+  upload.digests_last->mutable_file_sha256()->RemoveLast();
+  ExpectRefused(upload, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                "one SHA-256 per file");
+}
+
+TEST_F(PushBundleRefusalTest, DataAfterTheDigestsIsRefused) {
+  Upload upload = WithDigestsLast(upload_);
+  const size_t half = upload.bytes.size() / 2;
+  // The digests message in the middle of the bytes: it must be the last.
+  auto context = host().NewContext();
+  v1::PushBundleResponse response;
+  auto writer = host().stub().PushBundle(context.get(), &response);
+  v1::PushBundleRequest message;
+  *message.mutable_header() = upload.header;
+  bool open = writer->Write(message);
+  message.set_data(upload.bytes.substr(0, half));
+  open = open && writer->Write(message);
+  *message.mutable_digests() = *upload.digests_last;
+  open = open && writer->Write(message);
+  message.set_data(upload.bytes.substr(half));
+  if (open && writer->Write(message)) writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ToString(status);
+  EXPECT_THAT(status.error_message(), HasSubstr("'data' after its 'digests' message"));
+  ExpectCounterV1StillServes();
+}
+
+TEST_F(PushBundleRefusalTest, DigestsGoInOnePlace) {
+  // In the header and again last.
+  Upload both = upload_;
+  both.digests_last = WithDigestsLast(upload_).digests_last;
+  ExpectRefused(both, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                "header carried the digests already");
+  // Some in the header: every file's sha256 there needs the bundle digest there too.
+  Upload some = upload_;
+  some.header.clear_bundle_digest();
+  ExpectRefused(some, grpc::StatusCode::INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                "has a 'sha256' but the header has no 'bundle_digest'");
+}
+
 TEST_F(PushBundleRefusalTest, AnUploadWithoutItsHeaderIsRefused) {
   auto context = host().NewContext();
   v1::PushBundleResponse response;
@@ -299,6 +426,12 @@ TEST_F(PushBundleRefusalTest, AnUploadWithoutItsHeaderIsRefused) {
 }
 
 TEST_F(PushBundleRefusalTest, AClientThatCancelsMidUploadLeavesNothing) {
+  // One file more than the push SetUp made, so that the host's "receiving" line for this
+  // upload differs from that push's.
+  v1::PushedFile* notes = upload_.header.add_files();
+  notes->set_path("notes.txt");
+  notes->set_size(5);
+  notes->set_sha256(std::string(64, '0'));
   auto context = host().NewContext();
   v1::PushBundleResponse response;
   auto writer = host().stub().PushBundle(context.get(), &response);
@@ -310,7 +443,8 @@ TEST_F(PushBundleRefusalTest, AClientThatCancelsMidUploadLeavesNothing) {
   ASSERT_TRUE(writer->Write(data));
   // The host took the header (its staging directory exists) when the client goes away; it
   // drops what it has and says so.
-  auto receiving = host().WaitForStderrLine("push of counter: receiving");
+  auto receiving =
+      host().WaitForStderrLine(absl::StrCat(" in ", upload_.header.files_size(), " files"));
   ASSERT_TRUE(receiving.ok()) << receiving.status();
   context->TryCancel();
   EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
