@@ -22,6 +22,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/src/utf8.h"
 #include "polyplug/core/error.h"
 
 namespace polyplug::core {
@@ -95,46 +96,6 @@ bool DecodeHex(absl::string_view hex, absl::Span<uint8_t> out) {
   return true;
 }
 
-// Well-formed UTF-8 as Rust's str accepts it: no overlong forms, surrogates or code points
-// past U+10FFFF. polyplug's paths are Rust strings, so other names cannot be signed.
-bool IsUtf8(absl::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    if (lead < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t continuation = 0;
-    uint32_t code_point = 0;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-      continuation = 1;
-      code_point = lead & 0x1F;
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-      continuation = 2;
-      code_point = lead & 0x0F;
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-      continuation = 3;
-      code_point = lead & 0x07;
-    } else {
-      return false;
-    }
-    if (text.size() - i <= continuation) return false;
-    for (size_t k = 1; k <= continuation; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code_point = code_point << 6 | (next & 0x3F);
-    }
-    if ((continuation == 2 &&
-         (code_point < 0x800 || (code_point >= 0xD800 && code_point <= 0xDFFF))) ||
-        (continuation == 3 && (code_point < 0x10000 || code_point > 0x10FFFF))) {
-      return false;
-    }
-    i += continuation + 1;
-  }
-  return true;
-}
-
 absl::Status DigestError(const fs::path& dir, absl::string_view what) {
   return MakeError(ErrorReason::kSignatureInvalid,
                    absl::StrCat("bundle directory ", dir.string(), ": ", what));
@@ -144,7 +105,8 @@ absl::Status DigestError(const fs::path& dir, absl::string_view what) {
 // not UTF-8.
 std::string Quoted(absl::string_view relative) {
   return absl::StrCat(
-      "\"", IsUtf8(relative) ? absl::Utf8SafeCHexEscape(relative) : absl::CHexEscape(relative),
+      "\"",
+      IsWellFormedUtf8(relative) ? absl::Utf8SafeCHexEscape(relative) : absl::CHexEscape(relative),
       "\"");
 }
 
@@ -198,7 +160,7 @@ absl::Status WalkDirectory(int dir_fd, const std::string& prefix, const fs::path
   for (const std::string& name : names) {
     const std::string relative = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
     if (relative == kBundleSignatureFileName) continue;
-    if (!IsUtf8(relative)) {
+    if (!IsWellFormedUtf8(relative)) {
       return DigestError(root, absl::StrCat(Quoted(relative),
                                             " has a name that is not UTF-8, which cannot be "
                                             "signed"));

@@ -5,36 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "core/src/crash_record.h"
 #include "core/src/runtime_impl.h"
+#include "core/src/utf8.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 
 namespace polyplug::core {
 namespace {
-
-bool IsValidUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t extra;
-    if (c < 0x80) {
-      extra = 0;
-    } else if ((c >> 5) == 0x6) {
-      extra = 1;
-    } else if ((c >> 4) == 0xE) {
-      extra = 2;
-    } else if ((c >> 3) == 0x1E) {
-      extra = 3;
-    } else {
-      return false;
-    }
-    if (extra > s.size() - i - 1) return false;
-    for (size_t k = 1; k <= extra; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
-    }
-    i += extra + 1;
-  }
-  return true;
-}
 
 PolyplugAbiError AbiError(PolyplugAbiErrorCode code, absl::string_view static_message) {
   return {code, {static_message.data(), static_message.size()}};
@@ -100,7 +76,7 @@ void Runtime::Impl::ApiRegister(const PolyplugHostApi* self,
   };
   const absl::string_view contract = ViewOf(descriptor->contract_name);
   const absl::string_view plugin = ViewOf(descriptor->name);
-  if (contract.empty() || !IsValidUtf8(contract) || !IsValidUtf8(plugin)) {
+  if (contract.empty() || !IsWellFormedUtf8(contract) || !IsWellFormedUtf8(plugin)) {
     reject(POLYPLUG_ABI_INVALID_ARGUMENT, "contract name is empty or not valid UTF-8",
            ErrorReason::kInvalidArgument, "the contract name is empty or not valid UTF-8");
     return;

@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/src/utf8.h"
 #include "polyplug/core/bundle_signature.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/manifest.h"
@@ -28,37 +29,6 @@ using core::MakeError;
 
 constexpr size_t kMaxPathBytes = 4096;
 constexpr size_t kMaxComponentBytes = 255;
-
-bool IsValidUtf8(absl::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto c = static_cast<unsigned char>(text[i]);
-    size_t extra = 0;
-    uint32_t min = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1, min = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2, min = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + extra >= text.size()) return false;  // cut short
-    uint32_t code = c & (0x3F >> extra);
-    for (size_t k = 1; k <= extra; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code = (code << 6) | (next & 0x3F);
-    }
-    if (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
 
 bool IsLowerHex(absl::string_view text, size_t length) {
   return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
@@ -84,7 +54,8 @@ absl::Status CheckPath(const UploadFile& file, size_t index) {
   if (file.path.find('\0') != std::string::npos) {
     return PathError(file, index, "the path contains a NUL byte");
   }
-  if (!IsValidUtf8(file.path)) return PathError(file, index, "the path is not valid UTF-8");
+  if (!core::IsWellFormedUtf8(file.path))
+    return PathError(file, index, "the path is not valid UTF-8");
   if (file.path.front() == '/') {
     return PathError(file, index, "the path is absolute; paths are relative to the bundle");
   }
@@ -117,7 +88,7 @@ absl::Status CheckBundleName(absl::string_view name) {
   if (name.find('/') != absl::string_view::npos || name.find('\0') != absl::string_view::npos) {
     return bad("contains '/' or NUL; it cannot name a bundle directory");
   }
-  if (!IsValidUtf8(name)) return bad("is not valid UTF-8");
+  if (!core::IsWellFormedUtf8(name)) return bad("is not valid UTF-8");
   return absl::OkStatus();
 }
 

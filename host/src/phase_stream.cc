@@ -100,6 +100,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       return WriteNextLocked();
     }
     AnnounceLocked();
+    if (awaits_operation()) return;  // EndWithOperation sends what there is to send
     if (request_.include_snapshot()) return SnapshotLocked();
     last_covered_seq_ = runtime.journal().last_seq();
     if (request_.until_terminal_of_reload() != 0) ReplayReloadLocked();
@@ -134,7 +135,7 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   // Start() reads.
   void Offer(const core::PhaseEvent& event, const grpc::ByteBuffer& bytes) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!started_ || finishing_ || event.seq <= last_covered_seq_) return;
+    if (!started_ || finishing_ || awaits_operation() || event.seq <= last_covered_seq_) return;
     EnqueuePhaseLocked(event, &bytes);
     WriteNextLocked();
   }
@@ -171,6 +172,25 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     WriteNextLocked();
   }
 
+  // until_request_done: the operation is done, with `status` and `events`.
+  void EndWithOperation(const grpc::Status& status,
+                        const std::vector<v1::ReloadPhaseEvent>& events) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    if (!status.ok()) {
+      if (const std::string token = ReasonTokenIn(status); !token.empty()) {
+        context_->AddTrailingMetadata(wire::kReasonTrailer, token);
+      }
+      return FinishLocked(status);
+    }
+    for (const v1::ReloadPhaseEvent& event : events) {
+      if (!Wanted(event.bundle_name())) continue;
+      queue_.push_back({Serialise(event), true, event.seq()});
+      if (request_.max_events() != 0 && ++phase_events_ >= request_.max_events()) break;
+    }
+    FinishLocked(grpc::Status::OK);
+  }
+
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
     if (finish_called_) return;
@@ -195,6 +215,8 @@ class PhaseStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
             {"earliest_seq", absl::StrCat(runtime.journal().earliest_seq())},
             {"resume_after_seq", absl::StrCat(EarliestMinusOne())}};
   }
+
+  bool awaits_operation() const { return !request_.until_request_done().empty(); }
 
   uint64_t EarliestMinusOne() const {
     const uint64_t earliest = hub_->runtime_.journal().earliest_seq();
@@ -370,10 +392,18 @@ PhaseHub::PhaseHub(core::Runtime& runtime, PhaseHubOptions options)
 
 PhaseHub::~PhaseHub() { Shutdown(); }
 
-grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(
-    grpc::CallbackServerContext* context, v1::SubscribeReloadPhasesRequest request) {
+void PhaseHub::OperationStream::End(const grpc::Status& status,
+                                    const std::vector<v1::ReloadPhaseEvent>& events) const {
+  if (std::shared_ptr<PhaseStream> stream = stream_.lock())
+    stream->EndWithOperation(status, events);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PhaseHub::Open(grpc::CallbackServerContext* context,
+                                                           v1::SubscribeReloadPhasesRequest request,
+                                                           OperationStream* ends) {
   auto stream = std::make_shared<PhaseStream>(this, context, std::move(request));
   stream->SetSelf(stream);
+  if (ends != nullptr) ends->stream_ = stream;
   std::optional<grpc::Status> refusal;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -59,10 +59,26 @@ class PhaseHub {
   PhaseHub(const PhaseHub&) = delete;
   PhaseHub& operator=(const PhaseHub&) = delete;
 
+  // The stream of one operation's events (`until_request_done`): it sends nothing of the
+  // journal, and ends once End hands it the operation's outcome. Copyable; End may be
+  // called from any thread, and does nothing once the stream is gone.
+  class OperationStream {
+   public:
+    // Sends `events` (those the stream's bundle filter wants), then ends with OK; or ends
+    // with `status` when that is an error.
+    void End(const grpc::Status& status, const std::vector<v1::ReloadPhaseEvent>& events) const;
+
+   private:
+    friend class PhaseHub;
+    std::weak_ptr<PhaseStream> stream_;
+  };
+
   // Starts a stream for `request`; its events go out serialised (ReloadPhaseEvent).
-  // Called from the gRPC handler; never blocks on I/O.
+  // Called from the gRPC handler; never blocks on I/O. With `until_request_done`, `ends`
+  // receives the handle that ends it.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Open(grpc::CallbackServerContext* context,
-                                                   v1::SubscribeReloadPhasesRequest request);
+                                                   v1::SubscribeReloadPhasesRequest request,
+                                                   OperationStream* ends = nullptr);
 
   // Queues a journaled event for every stream and makes sure a drain is scheduled. The
   // host's phase pipeline calls it for every event, on the mutating thread.

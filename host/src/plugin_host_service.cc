@@ -191,12 +191,54 @@ void PluginHostService::PostOperation(grpc::CallbackServerContext* context, Oper
 }
 
 namespace {
-// The reason token a status made by ToGrpcStatus starts its message with ("[TOKEN] ...").
-std::string ReasonTokenIn(const grpc::Status& status) {
-  const std::string& message = status.error_message();
-  const size_t end = message.find(']');
-  if (message.empty() || message[0] != '[' || end == std::string::npos) return "";
-  return message.substr(1, end - 1);
+
+// `op` as GetOperation returns it.
+void OperationToProto(const LoggedOperation& op, uint64_t host_epoch, v1::Operation* out) {
+  out->set_request_id(op.request_id);
+  out->set_method(op.method);
+  out->set_done(op.done);
+  *out->mutable_started() = wire::ToProto(op.started);
+  out->set_host_epoch(host_epoch);
+  if (!op.done) return;
+  *out->mutable_finished() = wire::ToProto(op.finished);
+  out->set_code(static_cast<int32_t>(op.status.error_code()));
+  if (!op.status.ok()) {
+    out->set_message(op.status.error_message());
+    out->set_reason(wire::ReasonOfToken(ReasonTokenIn(op.status)));
+    return;
+  }
+  google::protobuf::Message* response = nullptr;
+  if (op.method == "Reload") response = out->mutable_reload();
+  if (op.method == "LoadBundle") response = out->mutable_load();
+  if (op.method == "UnloadBundle") response = out->mutable_unload();
+  if (op.method == "PushBundle") response = out->mutable_push();
+  if (response != nullptr) response->ParseFromString(op.response);
+}
+
+// The events a finished operation caused, as its response lists them.
+std::vector<v1::ReloadPhaseEvent> EventsOf(const v1::Operation& op) {
+  switch (op.response_case()) {
+    case v1::Operation::kReload:
+      return {op.reload().events().begin(), op.reload().events().end()};
+    case v1::Operation::kLoad:
+      if (op.load().has_event()) return {op.load().event()};
+      return {};
+    case v1::Operation::kUnload:
+      return {op.unload().events().begin(), op.unload().events().end()};
+    case v1::Operation::kPush:
+      return {op.push().events().begin(), op.push().events().end()};
+    default:
+      return {};
+  }
+}
+
+absl::Status UnknownOperation(const std::string& request_id, uint64_t host_epoch) {
+  return MakeError(ErrorReason::kOperationNotFound,
+                   absl::StrCat("this host (epoch ", host_epoch,
+                                ") remembers no operation with request_id \"", request_id,
+                                "\": it never arrived, did not run (its caller gave up before "
+                                "its turn), is older than the last 1024, or the host "
+                                "restarted since"));
 }
 
 // What a request asks, without its request_id: a retry has the same.
@@ -266,36 +308,12 @@ grpc::ServerUnaryReactor* PluginHostService::GetOperation(grpc::CallbackServerCo
   if (Unauthorized(context, reactor)) return reactor;
   const std::string& id = request->request_id();
   if (Reject(context, reactor, OperationLog::CheckRequestId(id))) return reactor;
-  auto fill = [this, response](const LoggedOperation& op) {
-    response->set_request_id(op.request_id);
-    response->set_method(op.method);
-    response->set_done(op.done);
-    *response->mutable_started() = wire::ToProto(op.started);
-    response->set_host_epoch(runtime_.host_epoch());
-    if (!op.done) return;
-    *response->mutable_finished() = wire::ToProto(op.finished);
-    response->set_code(static_cast<int32_t>(op.status.error_code()));
-    if (!op.status.ok()) {
-      response->set_message(op.status.error_message());
-      response->set_reason(wire::ReasonOfToken(ReasonTokenIn(op.status)));
-      return;
-    }
-    google::protobuf::Message* out = nullptr;
-    if (op.method == "Reload") out = response->mutable_reload();
-    if (op.method == "LoadBundle") out = response->mutable_load();
-    if (op.method == "UnloadBundle") out = response->mutable_unload();
-    if (op.method == "PushBundle") out = response->mutable_push();
-    if (out != nullptr) out->ParseFromString(op.response);
+  auto fill = [epoch = runtime_.host_epoch(), response](const LoggedOperation& op) {
+    OperationToProto(op, epoch, response);
   };
   LoggedOperation op;
   if (!operation_log_.Find(id, &op)) {
-    Reject(context, reactor,
-           MakeError(ErrorReason::kOperationNotFound,
-                     absl::StrCat("this host (epoch ", runtime_.host_epoch(),
-                                  ") remembers no operation with request_id \"", id,
-                                  "\": it never arrived, did not run (its caller gave up before "
-                                  "its turn), is older than the last 1024, or the host "
-                                  "restarted since")));
+    Reject(context, reactor, UnknownOperation(id, runtime_.host_epoch()));
     return reactor;
   }
   if (op.done || !request->wait()) {
@@ -918,7 +936,39 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::SubscribeReloadPh
         grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                      "the request is not a polyplug.host.v1.SubscribeReloadPhasesRequest"));
   }
-  return hub_.Open(context, std::move(parsed));
+  if (parsed.until_request_done().empty()) return hub_.Open(context, std::move(parsed));
+  return OpenOperationStream(context, std::move(parsed));
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PluginHostService::OpenOperationStream(
+    grpc::CallbackServerContext* context, v1::SubscribeReloadPhasesRequest request) {
+  const std::string id = request.until_request_done();
+  if (request.has_resume_after() || request.include_snapshot() ||
+      request.until_terminal_of_reload() != 0 || request.until_next_terminal()) {
+    return RefusedStream<grpc::ByteBuffer>(ToGrpcStatus(
+        MakeError(ErrorReason::kInvalidArgument,
+                  "field 'until_request_done' streams one operation's events; it does not go "
+                  "with 'resume_after', 'include_snapshot', 'until_terminal_of_reload' or "
+                  "'until_next_terminal'"),
+        context));
+  }
+  absl::Status known = OperationLog::CheckRequestId(id);
+  LoggedOperation op;
+  if (known.ok() && !operation_log_.Find(id, &op)) {
+    known = UnknownOperation(id, runtime_.host_epoch());
+  }
+  if (!known.ok()) return RefusedStream<grpc::ByteBuffer>(ToGrpcStatus(known, context));
+  PhaseHub::OperationStream ends;
+  auto* stream = hub_.Open(context, std::move(request), &ends);
+  auto end = [ends, epoch = runtime_.host_epoch()](const LoggedOperation& op) {
+    v1::Operation proto;
+    OperationToProto(op, epoch, &proto);
+    ends.End(op.status, EventsOf(proto));
+  };
+  if (!operation_log_.Await(id, end)) {  // forgotten since Find: it never ran
+    ends.End(ToGrpcStatus(UnknownOperation(id, runtime_.host_epoch()), nullptr), {});
+  }
+  return stream;
 }
 
 // ---- Remote calls. The bundle's code runs on the call pool, except for one Invoke at a time,

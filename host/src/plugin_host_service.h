@@ -143,6 +143,9 @@ class PluginHostService final : public PluginHostCallbackService {
   // it is done); false when the caller is to run the operation (no id, or a new one, now
   // recorded as running). `discard`, when given, runs first when the call is taken care of
   // (a push drops its received files before the caller hears).
+  // SubscribeReloadPhases with until_request_done: the operation's events once it is done.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* OpenOperationStream(
+      grpc::CallbackServerContext* context, v1::SubscribeReloadPhasesRequest request);
   bool AnsweredFromLog(grpc::CallbackServerContext* context, OperationCall* call,
                        absl::string_view method, const std::string& request_id,
                        const std::string& fingerprint, google::protobuf::Message* response,

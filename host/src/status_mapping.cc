@@ -8,6 +8,13 @@
 
 namespace polyplug::host {
 
+std::string ReasonTokenIn(const grpc::Status& status) {
+  const std::string& message = status.error_message();
+  const size_t end = message.find(']');
+  if (message.empty() || message[0] != '[' || end == std::string::npos) return "";
+  return message.substr(1, end - 1);
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context,
                           const std::map<std::string, std::string>& metadata) {
   if (status.ok()) return grpc::Status::OK;

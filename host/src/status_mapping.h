@@ -23,6 +23,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status,
                           grpc::CallbackServerContext* context = nullptr,
                           const std::map<std::string, std::string>& metadata = {});
 
+// The reason token a status made by ToGrpcStatus starts its message with ("[TOKEN] ..."),
+// or "" for another status.
+std::string ReasonTokenIn(const grpc::Status& status);
+
 // A server stream refused before it started: finishes with `status`, deletes itself.
 template <typename Message>
 grpc::ServerWriteReactor<Message>* RefusedStream(grpc::Status status) {

@@ -5,6 +5,7 @@
 // A reload is held mid-way by a remote call in flight on the counter's "block" method,
 // which the test releases through a FIFO: nothing sleeps.
 #include <future>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -159,8 +160,12 @@ TEST_F(RequestIdTest, ACallerThatGaveUpMidReloadFindsItsOutcome) {
   ASSERT_TRUE(running.status.ok()) << ToString(running.status);
   EXPECT_FALSE(running.response.done());
   EXPECT_EQ(running.response.method(), "Reload");
-  // A retry waits for the reload running rather than starting another.
+  // A retry waits for the reload running rather than starting another; so does a stream
+  // of the operation's events.
   retry = std::async(std::launch::async, [this] { return ReloadWithId("counter", "job-7"); });
+  v1::SubscribeReloadPhasesRequest operation_request;
+  operation_request.set_until_request_done("job-7");
+  Subscription operation_stream(host().stub(), operation_request, host().NewContext());
 
   ReleaseBlockedCall(fifos);
   EXPECT_TRUE(blocked.get().status.ok());
@@ -180,6 +185,59 @@ TEST_F(RequestIdTest, ACallerThatGaveUpMidReloadFindsItsOutcome) {
   ASSERT_TRUE(reloaded.has_value());
   EXPECT_EQ(reloaded->phase(), v1::PHASE_RELOADED);
   EXPECT_EQ(HostInfo().last_seq(), reloaded->seq());
+  // The operation's stream got the same two events, then ended.
+  const std::vector<v1::ReloadPhaseEvent> streamed = operation_stream.ReadToEnd();
+  ASSERT_EQ(streamed.size(), 2u);
+  EXPECT_THAT(streamed[0], ProtoEq(*preparing));
+  EXPECT_THAT(streamed[1], ProtoEq(*reloaded));
+  EXPECT_TRUE(operation_stream.Finish().ok());
+}
+
+// until_request_done: the events of one operation, for a client that lost its response.
+TEST_F(RequestIdTest, AStreamOfAnEndedOperationSendsItsEventsAndEnds) {
+  const fs::path counter = Copy("counter_v1");
+  ASSERT_NO_FATAL_FAILURE(StartHost());
+  OverwriteArtifact(TestBundleDir("counter_v2"), counter);
+  const auto reloaded = ReloadWithId("counter", "deploy-9");
+  ASSERT_TRUE(reloaded.status.ok()) << ToString(reloaded.status);
+  auto stream_of = [this](const std::string& id, std::vector<std::string> bundles = {}) {
+    v1::SubscribeReloadPhasesRequest request;
+    request.set_until_request_done(id);
+    for (const std::string& name : bundles) request.add_bundle_names(name);
+    return std::make_unique<Subscription>(host().stub(), request, host().NewContext());
+  };
+  auto stream = stream_of("deploy-9");
+  const std::vector<v1::ReloadPhaseEvent> events = stream->ReadToEnd();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_THAT(events[0], ProtoEq(reloaded.response.events(0)));
+  EXPECT_THAT(events[1], ProtoEq(reloaded.response.events(1)));
+  EXPECT_TRUE(stream->Finish().ok());
+  // The bundle filter applies.
+  auto filtered = stream_of("deploy-9", {"other"});
+  EXPECT_TRUE(filtered->ReadToEnd().empty());
+  EXPECT_TRUE(filtered->Finish().ok());
+
+  // An operation that failed ends the stream with its error.
+  const auto missing = ReloadWithId("no-such-bundle", "deploy-10");
+  ASSERT_EQ(missing.status.error_code(), grpc::StatusCode::NOT_FOUND) << ToString(missing.status);
+  auto failed = stream_of("deploy-10");
+  EXPECT_TRUE(failed->ReadToEnd().empty());
+  const grpc::Status failed_status = failed->Finish();
+  EXPECT_EQ(failed_status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(failed_status.error_message(), missing.status.error_message());
+
+  // An id the host does not know, and a request that asks two things.
+  auto unknown = stream_of("never-sent");
+  EXPECT_TRUE(unknown->ReadToEnd().empty());
+  const grpc::Status unknown_status = unknown->Finish();
+  EXPECT_EQ(unknown_status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ReasonTokenOf(unknown_status), "OPERATION_NOT_FOUND") << ToString(unknown_status);
+  v1::SubscribeReloadPhasesRequest both;
+  both.set_until_request_done("deploy-9");
+  both.set_include_snapshot(true);
+  Subscription refused(host().stub(), both, host().NewContext());
+  EXPECT_TRUE(refused.ReadToEnd().empty());
+  EXPECT_EQ(refused.Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 }  // namespace

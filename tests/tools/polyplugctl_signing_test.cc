@@ -1,7 +1,7 @@
 // polyplugctl keygen, sign, verify and digest, run as built: none needs a host, exit codes
 // are 0 success, 1 the check or operation failed (with the reason token on stderr), 2 a
 // usage error, and sign writes the bundle.sig of polyplug's format bit for bit (the golden
-// vector of tests/unit/bundle_signature_test.cc, which says where it comes from).
+// vector of support/golden_bundle.h).
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -17,6 +17,7 @@
 #include "polyplug/core/bundle_signature.h"
 #include "support/bundle_fixture.h"
 #include "support/child_process.h"
+#include "support/golden_bundle.h"
 
 namespace polyplug::test {
 namespace {
@@ -25,18 +26,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
-
-// RFC 8032 section 7.1, TEST 1, and the golden bundle signed with it.
-constexpr char kRfcSeedHex[] = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-constexpr char kRfcPublicKeyHex[] =
-    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-constexpr char kGoldenDigestHex[] =
-    "92488e47ea5456b669c9f9b16affbfce342d5d7faa9fb214f711128aa0f0b03e";
-constexpr char kGoldenBundleSigHex[] =
-    "50505349470001"
-    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-    "b95c8d251e5ff34997de75e012d99dacec1ed240322462b8d49529bf96b14592"
-    "23af186046f2d621ff088d41174c25e91fc8eb47f4d820570ceadb746033810d";
 
 struct Result {
   int exit_code = -1;
@@ -70,19 +59,8 @@ class PolyplugctlSigningTest : public ::testing::Test {
 
   fs::path path(absl::string_view name) const { return dir_ / name; }
 
-  // The golden bundle of the unit test, in <dir>/golden.
-  fs::path GoldenBundle() {
-    const fs::path dir = path("golden");
-    fs::create_directories(dir / "a");
-    fs::create_directories(dir / "lib");
-    WriteFile(dir / "manifest.toml", "name = \"golden\"\n");
-    WriteFile(dir / "lib" / "data.bin", std::string("\x00\x01\x02\xff", 4));
-    WriteFile(dir / "a.b", "dot\n");
-    WriteFile(dir / "a" / "b", "slash\n");
-    WriteFile(dir / "ab", "plain\n");
-    WriteFile(dir / "\xc3\xa9.txt", "caf\xc3\xa9\n");
-    return dir;
-  }
+  // The golden bundle (support/golden_bundle.h), in <dir>/golden.
+  fs::path GoldenBundle() { return WriteBundleFiles(path("golden"), GoldenFiles()); }
 
   TempDir dir_;
   TempDir io_;

@@ -1,9 +1,6 @@
 // Bundle signatures (polyplug/core/bundle_signature.h) against polyplug's format, bit for
-// bit. The golden digest and bundle.sig below were computed outside this project, from the
-// format's definition: the digest with Python's hashlib and, again, with printf and
-// sha256sum; the signature with Python's `cryptography` (Ed25519PrivateKey) and, again, with
-// `openssl pkeyutl -sign -rawin`. The key is RFC 8032's first test vector (section 7.1,
-// TEST 1). docs/SIGNING.md describes the format.
+// bit: the golden vector of support/golden_bundle.h says where its digest and bundle.sig
+// come from. docs/SIGNING.md describes the format.
 #include "polyplug/core/bundle_signature.h"
 
 #include <sys/socket.h>
@@ -23,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "polyplug/core/error.h"
 #include "support/bundle_fixture.h"
+#include "support/golden_bundle.h"
 
 namespace polyplug::test {
 namespace {
@@ -33,33 +31,6 @@ using core::SignaturePolicy;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-// RFC 8032 section 7.1, TEST 1.
-constexpr char kRfcSeedHex[] = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
-constexpr char kRfcPublicKeyHex[] =
-    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
-
-// The golden bundle's files. "a.b", "a/b" and "ab" pin the byte-wise sort of full paths
-// ('.' 0x2E < '/' 0x2F < 'b'); "é.txt" (0xC3 0xA9) sorts after every ASCII name.
-const std::vector<std::pair<std::string, std::string>>& GoldenFiles() {
-  static const auto* files = new std::vector<std::pair<std::string, std::string>>{
-      {"manifest.toml", "name = \"golden\"\n"},
-      {"lib/data.bin", std::string("\x00\x01\x02\xff", 4)},
-      {"a.b", "dot\n"},
-      {"a/b", "slash\n"},
-      {"ab", "plain\n"},
-      {"\xc3\xa9.txt", "caf\xc3\xa9\n"},
-  };
-  return *files;
-}
-constexpr char kGoldenDigestHex[] =
-    "92488e47ea5456b669c9f9b16affbfce342d5d7faa9fb214f711128aa0f0b03e";
-// "PPSIG\0" || 0x01 || the RFC public key || Ed25519(RFC secret key, golden digest).
-constexpr char kGoldenBundleSigHex[] =
-    "50505349470001"
-    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
-    "b95c8d251e5ff34997de75e012d99dacec1ed240322462b8d49529bf96b14592"
-    "23af186046f2d621ff088d41174c25e91fc8eb47f4d820570ceadb746033810d";
 
 std::string Unhex(absl::string_view hex) { return absl::HexStringToBytes(hex); }
 
@@ -76,13 +47,7 @@ class BundleSignatureTest : public ::testing::Test {
   // Writes `files` (relative path -> contents) into a fresh bundle directory.
   fs::path WriteBundle(const std::vector<std::pair<std::string, std::string>>& files,
                        absl::string_view name = "bundle") {
-    const fs::path dir = temp_ / name;
-    fs::create_directories(dir);
-    for (const auto& [path, contents] : files) {
-      fs::create_directories((dir / path).parent_path());
-      WriteFile(dir / path, contents);
-    }
-    return dir;
+    return WriteBundleFiles(temp_ / name, files);
   }
   fs::path SignedBundle(absl::string_view name = "bundle") {
     const fs::path dir = WriteBundle(GoldenFiles(), name);
