@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -68,6 +71,51 @@ absl::StatusOr<std::vector<LocalFile>> ListFiles(const fs::path& dir) {
   return files;
 }
 
+// The SHA-256 of each file, computed one chunk at a time while gRPC sends that chunk: the
+// hashing of a chunk overlaps its sending instead of preceding it.
+class ChunkHasher {
+ public:
+  // Bytes [offset, offset + length) of the next chunk are the next bytes of the file being
+  // hashed; `last`: that file's last bytes (an empty file is one such call of length 0).
+  void Add(size_t offset, size_t length, bool last) { segments_.push_back({offset, length, last}); }
+
+  // Hashes what Add named in `chunk` on another thread while `send` runs; returns what
+  // `send` returned once both are done. `chunk` must not change meanwhile.
+  bool HashWhile(const std::string& chunk, const std::function<bool()>& send) {
+    std::future<void> hashed = std::async(std::launch::async, [this, &chunk] {
+      for (const Segment& segment : segments_) {
+        if (!open_) EVP_DigestInit_ex(md_.get(), EVP_sha256(), nullptr);
+        open_ = true;
+        EVP_DigestUpdate(md_.get(), chunk.data() + segment.offset, segment.length);
+        if (!segment.last) continue;
+        core::Sha256Digest sha{};
+        unsigned int size = 0;
+        EVP_DigestFinal_ex(md_.get(), sha.data(), &size);
+        digests_.push_back(sha);
+        open_ = false;
+      }
+    });
+    const bool sent = send();
+    hashed.wait();
+    segments_.clear();
+    return sent;
+  }
+
+  // Each file's SHA-256, in the order the files were sent.
+  const std::vector<core::Sha256Digest>& digests() const { return digests_; }
+
+ private:
+  struct Segment {
+    size_t offset;
+    size_t length;
+    bool last;
+  };
+  std::vector<Segment> segments_;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md_{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+  bool open_ = false;
+  std::vector<core::Sha256Digest> digests_;
+};
+
 // Sends the files' bytes, in header order, in chunks of kChunkBytes, hashing each file as
 // it goes, then the digests message. False when the stream broke (the host ended the call:
 // Finish() says why).
@@ -76,10 +124,12 @@ absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
   v1::PushBundleRequest message;
   std::string& chunk = *message.mutable_data();
   chunk.reserve(kChunkBytes);
-  v1::PushBundleRequest digests_message;
-  v1::PushBundleDigests& digests = *digests_message.mutable_digests();
-  std::map<std::string, core::Sha256Digest> signed_files;  // what the bundle digest covers
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  ChunkHasher hasher;
+  auto send_chunk = [&] {
+    const bool sent = hasher.HashWhile(chunk, [&] { return writer.Write(message); });
+    chunk.clear();
+    return sent;
+  };
   for (const LocalFile& file : files) {
     const int fd = open(file.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
@@ -94,8 +144,8 @@ absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
           absl::StrCat(file.path.string(), " changed while it was being pushed (it is now ", now,
                        " bytes, was ", file.wire.size(), "); push again once it is built"));
     };
-    EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
     uint64_t left = file.wire.size();
+    if (left == 0) hasher.Add(chunk.size(), 0, /*last=*/true);
     while (left > 0) {
       const size_t at = chunk.size();
       const size_t want = static_cast<size_t>(std::min<uint64_t>(left, kChunkBytes - at));
@@ -103,14 +153,11 @@ absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
       const ssize_t n = read(fd, chunk.data() + at, want);
       if (n <= 0) return changed(file.wire.size() - left);
       chunk.resize(at + static_cast<size_t>(n));
-      EVP_DigestUpdate(md.get(), chunk.data() + at, static_cast<size_t>(n));
       left -= static_cast<uint64_t>(n);
-      if (chunk.size() == kChunkBytes) {
-        if (!writer.Write(message)) {
-          close(fd);
-          return false;
-        }
-        chunk.clear();
+      hasher.Add(at, static_cast<size_t>(n), /*last=*/left == 0);
+      if (chunk.size() == kChunkBytes && !send_chunk()) {
+        close(fd);
+        return false;
       }
     }
     // A file rewritten while it was read would arrive torn, with a digest that matches.
@@ -121,15 +168,22 @@ absl::StatusOr<bool> SendFiles(const std::vector<LocalFile>& files,
       return changed(static_cast<uint64_t>(after.st_size));
     }
     close(fd);
-    core::Sha256Digest sha{};
-    unsigned int size = 0;
-    EVP_DigestFinal_ex(md.get(), sha.data(), &size);
+  }
+  if (!chunk.empty()) {
+    if (!send_chunk()) return false;
+  } else {
+    hasher.HashWhile(chunk, [] { return true; });  // empty files after the last chunk
+  }
+  v1::PushBundleRequest digests_message;
+  v1::PushBundleDigests& digests = *digests_message.mutable_digests();
+  std::map<std::string, core::Sha256Digest> signed_files;  // what the bundle digest covers
+  for (size_t i = 0; i < files.size(); ++i) {
+    const core::Sha256Digest& sha = hasher.digests()[i];
     digests.add_file_sha256(core::DigestToHex(sha));
-    if (file.wire.path() != core::kBundleSignatureFileName) {
-      signed_files.emplace(file.wire.path(), sha);
+    if (files[i].wire.path() != core::kBundleSignatureFileName) {
+      signed_files.emplace(files[i].wire.path(), sha);
     }
   }
-  if (!chunk.empty() && !writer.Write(message)) return false;
   digests.set_bundle_digest(core::DigestToHex(core::CanonicalBundleDigest(signed_files)));
   return writer.Write(digests_message);
 }

@@ -112,6 +112,14 @@ TEST_F(PushTest, ALargeBundleArrivesBitForBit) {
   WriteFile(bundle / "assets" / "levels" / "b.bin", bytes.substr(1));
   WriteFile(bundle / "assets" / "empty.bin", "");
   WriteFile(bundle / "z.bin", bytes + bytes.substr(0, 1'777'000));
+  // A filler that ends the bytes on a 1 MiB chunk boundary, then an empty file: the last
+  // file has no bytes of a chunk to travel in.
+  uint64_t total = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(bundle)) {
+    if (entry.is_regular_file()) total += entry.file_size();
+  }
+  WriteFile(bundle / "zz-fill.bin", std::string((1u << 20) - total % (1u << 20), 'f'));
+  WriteFile(bundle / "zzz-empty", "");
   auto pushed = client->PushBundle(bundle);
   ASSERT_TRUE(pushed.ok()) << pushed.status();
   EXPECT_EQ(pushed->outcome(), v1::PUSH_OUTCOME_LOADED) << pushed->message();
