@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
   grpc-proto python3 python3-grpcio python3-protobuf
+  etcd-server
   libclang-rt-dev clang-format
 )
 
