@@ -29,20 +29,24 @@ client::PhaseHandlers SubscriptionLog::Handlers() {
   auto on_event = [this](const client::PhaseEvent& event) {
     std::ostringstream thread;
     thread << std::this_thread::get_id();
+    // The event and its line together: a waiter that sees the event sees its line too.
+    std::string line = Describe(event);
     {
       std::lock_guard<std::mutex> lock(mu_);
       events_.push_back(event);
       threads_.push_back(thread.str());
+      lines_.push_back(std::move(line));
     }
-    Add(Describe(event));
+    changed_.notify_all();
   };
   h.on_preparing = h.on_reloaded = h.on_failed = h.on_unloading = h.on_loaded = on_event;
   h.on_host_restarted = [this](const client::HostRestarted& restarted) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       restarts_.push_back(restarted);
+      lines_.push_back("HOST_RESTARTED");
     }
-    Add("HOST_RESTARTED");
+    changed_.notify_all();
   };
   h.on_resynced = [this](const client::Resynced& resynced) {
     std::vector<std::string> names;
@@ -50,9 +54,10 @@ client::PhaseHandlers SubscriptionLog::Handlers() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       resyncs_.push_back(resynced);
+      lines_.push_back(absl::StrCat("RESYNCED ", client::ResyncCauseName(resynced.cause), " ",
+                                    absl::StrJoin(names, ",")));
     }
-    Add(absl::StrCat("RESYNCED ", client::ResyncCauseName(resynced.cause), " ",
-                     absl::StrJoin(names, ",")));
+    changed_.notify_all();
   };
   h.on_connection_changed = [this](const absl::Status& status) {
     Add(status.ok() ? "CONNECTED"
