@@ -36,38 +36,24 @@ struct LocalFile {
   v1::PushedFile wire;  // as the header declares it
 };
 
-// Every regular file below `dir`, sorted by relative path. A symlink, FIFO, socket or
-// device is refused: the host would receive it as a file, or not at all.
+// The files of the bundle in `dir` (core::ListBundleFiles: the order they are sent in). A
+// symlink, FIFO, socket or device is refused: the host would receive it as a file, or not
+// at all.
 absl::StatusOr<std::vector<LocalFile>> ListFiles(const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    return absl::InvalidArgumentError(absl::StrCat(dir.string(), " is not a bundle directory"));
+  absl::StatusOr<std::vector<core::BundleFileEntry>> entries = core::ListBundleFiles(dir);
+  if (!entries.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot push: ", entries.status().message()));
   }
   std::vector<LocalFile> files;
-  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const fs::file_status status = it->symlink_status(ec);
-    if (ec) break;
-    if (fs::is_directory(status)) continue;
-    const std::string relative = it->path().lexically_relative(dir).generic_string();
-    if (!fs::is_regular_file(status)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot push ", dir.string(), ": \"", relative, "\" is ",
-          fs::is_symlink(status) ? "a symlink" : "not a regular file (a FIFO, socket or device)",
-          "; a pushed bundle holds regular files only"));
-    }
+  files.reserve(entries->size());
+  for (const core::BundleFileEntry& entry : *entries) {
     LocalFile file;
-    file.path = it->path();
-    file.wire.set_path(relative);
-    file.wire.set_size(it->file_size(ec));
-    file.wire.set_executable((status.permissions() & fs::perms::owner_exec) != fs::perms::none);
+    file.path = dir / entry.path;
+    file.wire.set_path(entry.path);
+    file.wire.set_size(entry.size);
+    file.wire.set_executable(entry.executable);
     files.push_back(std::move(file));
   }
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read bundle directory ", dir.string(), ": ", ec.message()));
-  }
-  std::sort(files.begin(), files.end(),
-            [](const LocalFile& a, const LocalFile& b) { return a.wire.path() < b.wire.path(); });
   return files;
 }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -96,9 +97,13 @@ bool DecodeHex(absl::string_view hex, absl::Span<uint8_t> out) {
   return true;
 }
 
+// An error of the walk of the bundle directory `dir`, naming it.
+absl::Status WalkError(ErrorReason reason, const fs::path& dir, absl::string_view what) {
+  return MakeError(reason, absl::StrCat("bundle directory ", dir.string(), ": ", what));
+}
+
 absl::Status DigestError(const fs::path& dir, absl::string_view what) {
-  return MakeError(ErrorReason::kSignatureInvalid,
-                   absl::StrCat("bundle directory ", dir.string(), ": ", what));
+  return WalkError(ErrorReason::kSignatureInvalid, dir, what);
 }
 
 // "\"lib/x.so\"": control characters escaped, and every byte >= 0x80 too when the name is
@@ -130,20 +135,36 @@ absl::StatusOr<Sha256Digest> Sha256OfFd(int fd) {
   return digest;
 }
 
-// Adds every regular file below the directory `dir_fd` (whose path relative to the bundle
-// is `prefix`, empty at the top) to `files`. Entries are opened relative to their directory
-// without following symlinks, so a directory swapped for a symlink meanwhile is refused
-// rather than followed.
+// Called for each regular file of a walk: `name` in the directory `dir_fd`, `relative` to
+// the bundle directory, `st` its lstat. An error stops the walk.
+using FileVisitor = std::function<absl::Status(int dir_fd, const std::string& name,
+                                               const std::string& relative, const struct stat& st)>;
+
+// How a walk judges a bundle directory. Both walks (DigestBundle, ListBundleFiles) refuse
+// the same entries, so that what is signed and what is sent are the same files.
+struct WalkRules {
+  ErrorReason reason;   // of every error
+  bool skip_signature;  // leaves the top-level bundle.sig out, unexamined
+};
+
+// Visits every regular file below the directory `dir_fd` (whose path relative to the
+// bundle is `prefix`, empty at the top), directory by directory in readdir order. Entries
+// are examined relative to their directory without following symlinks, so a directory
+// swapped for a symlink meanwhile is refused rather than followed. A symlink, FIFO, socket
+// or device, or a name that is not UTF-8, is an error naming it.
 absl::Status WalkDirectory(int dir_fd, const std::string& prefix, const fs::path& root,
-                           std::map<std::string, Sha256Digest>& files) {
+                           const WalkRules& rules, const FileVisitor& visit) {
   const int listing_fd = dup(dir_fd);
-  if (listing_fd < 0) return DigestError(root, absl::StrCat("cannot list: ", ErrnoText()));
+  if (listing_fd < 0) {
+    return WalkError(rules.reason, root, absl::StrCat("cannot list: ", ErrnoText()));
+  }
   DirPtr listing(fdopendir(listing_fd));
   if (listing == nullptr) {
     const std::string error = ErrnoText();
     close(listing_fd);
-    return DigestError(
-        root, absl::StrCat("cannot list ", prefix.empty() ? "it" : Quoted(prefix), ": ", error));
+    return WalkError(
+        rules.reason, root,
+        absl::StrCat("cannot list ", prefix.empty() ? "it" : Quoted(prefix), ": ", error));
   }
   std::vector<std::string> names;
   errno = 0;
@@ -153,33 +174,40 @@ absl::Status WalkDirectory(int dir_fd, const std::string& prefix, const fs::path
   }
   if (errno != 0) {
     const std::string error = ErrnoText();
-    return DigestError(
-        root, absl::StrCat("cannot list ", prefix.empty() ? "it" : Quoted(prefix), ": ", error));
+    return WalkError(
+        rules.reason, root,
+        absl::StrCat("cannot list ", prefix.empty() ? "it" : Quoted(prefix), ": ", error));
   }
   listing.reset();  // one descriptor per level while the walk goes deeper
   for (const std::string& name : names) {
     const std::string relative = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
-    if (relative == kBundleSignatureFileName) continue;
+    if (rules.skip_signature && relative == kBundleSignatureFileName) continue;
     if (!IsWellFormedUtf8(relative)) {
-      return DigestError(root, absl::StrCat(Quoted(relative),
-                                            " has a name that is not UTF-8, which cannot be "
-                                            "signed"));
+      return WalkError(rules.reason, root,
+                       absl::StrCat(Quoted(relative),
+                                    " has a name that is not UTF-8, which cannot be signed or "
+                                    "sent"));
     }
     struct stat st;
     if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      return DigestError(root, absl::StrCat("cannot stat ", Quoted(relative), ": ", ErrnoText()));
+      return WalkError(rules.reason, root,
+                       absl::StrCat("cannot stat ", Quoted(relative), ": ", ErrnoText()));
     }
     if (S_ISLNK(st.st_mode)) {
-      return DigestError(root, absl::StrCat(Quoted(relative),
-                                            " is a symlink; a signed bundle holds only regular "
-                                            "files and directories"));
+      return WalkError(rules.reason, root,
+                       absl::StrCat(Quoted(relative),
+                                    " is a symlink; a bundle holds only regular files and "
+                                    "directories"));
     }
     if (S_ISDIR(st.st_mode)) {
       Fd sub(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!sub.ok()) {
-        return DigestError(root, absl::StrCat("cannot open ", Quoted(relative), ": ", ErrnoText()));
+        return WalkError(rules.reason, root,
+                         absl::StrCat("cannot open ", Quoted(relative), ": ", ErrnoText()));
       }
-      if (absl::Status s = WalkDirectory(sub.get(), relative, root, files); !s.ok()) return s;
+      if (absl::Status s = WalkDirectory(sub.get(), relative, root, rules, visit); !s.ok()) {
+        return s;
+      }
       continue;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -188,28 +216,35 @@ absl::Status WalkDirectory(int dir_fd, const std::string& prefix, const fs::path
                          : S_ISCHR(st.st_mode)  ? "a character device"
                          : S_ISBLK(st.st_mode)  ? "a block device"
                                                 : "not a regular file";
-      return DigestError(root, absl::StrCat(Quoted(relative), " is ", kind,
-                                            "; a signed bundle holds only regular files and "
-                                            "directories"));
+      return WalkError(rules.reason, root,
+                       absl::StrCat(Quoted(relative), " is ", kind,
+                                    "; a bundle holds only regular files and directories"));
     }
-    // O_NONBLOCK: should the file have become a FIFO since the stat, opening it does not
-    // wait for a writer; the fstat below then refuses it.
-    Fd file(
-        openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-    if (!file.ok()) {
-      return DigestError(root, absl::StrCat("cannot read ", Quoted(relative), ": ", ErrnoText()));
-    }
-    if (fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-      return DigestError(
-          root, absl::StrCat(Quoted(relative), " stopped being a regular file while it was read"));
-    }
-    absl::StatusOr<Sha256Digest> sha = Sha256OfFd(file.get());
-    if (!sha.ok()) {
-      return DigestError(
-          root, absl::StrCat("cannot read ", Quoted(relative), ": ", sha.status().message()));
-    }
-    files[relative] = *sha;
+    if (absl::Status s = visit(dir_fd, name, relative, st); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+// DigestBundle's visitor: hashes each file into `files`.
+absl::Status HashInto(const fs::path& root, int dir_fd, const std::string& name,
+                      const std::string& relative, std::map<std::string, Sha256Digest>& files) {
+  // O_NONBLOCK: should the file have become a FIFO since the stat, opening it does not
+  // wait for a writer; the fstat below then refuses it.
+  Fd file(openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  if (!file.ok()) {
+    return DigestError(root, absl::StrCat("cannot read ", Quoted(relative), ": ", ErrnoText()));
+  }
+  struct stat st;
+  if (fstat(file.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return DigestError(
+        root, absl::StrCat(Quoted(relative), " stopped being a regular file while it was read"));
+  }
+  absl::StatusOr<Sha256Digest> sha = Sha256OfFd(file.get());
+  if (!sha.ok()) {
+    return DigestError(
+        root, absl::StrCat("cannot read ", Quoted(relative), ": ", sha.status().message()));
+  }
+  files[relative] = *sha;
   return absl::OkStatus();
 }
 
@@ -498,18 +533,75 @@ std::string PublicKeyToHex(const Ed25519PublicKey& key) { return Hex(key.data(),
 
 std::string DigestToHex(const Sha256Digest& digest) { return Hex(digest.data(), digest.size()); }
 
+bool IsSha256Hex(absl::string_view text) {
+  return text.size() == 2 * sizeof(Sha256Digest) &&
+         std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
 absl::StatusOr<BundleDigest> DigestBundle(const fs::path& dir) {
   Fd root(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root.ok()) {
     return DigestError(dir, absl::StrCat("cannot open it as a directory: ", ErrnoText()));
   }
   std::map<std::string, Sha256Digest> files;
-  if (absl::Status s = WalkDirectory(root.get(), "", dir, files); !s.ok()) return s;
+  const WalkRules rules{.reason = ErrorReason::kSignatureInvalid, .skip_signature = true};
+  if (absl::Status s = WalkDirectory(
+          root.get(), "", dir, rules,
+          [&](int dir_fd, const std::string& name, const std::string& relative,
+              const struct stat&) { return HashInto(dir, dir_fd, name, relative, files); });
+      !s.ok()) {
+    return s;
+  }
   if (files.empty()) return DigestError(dir, "no files to sign (an empty bundle)");
   BundleDigest result;
   result.digest = CanonicalBundleDigest(files);
   for (const auto& [path, sha] : files) result.file_sha256.emplace(path, DigestToHex(sha));
   return result;
+}
+
+absl::StatusOr<std::vector<BundleFileEntry>> ListBundleFiles(const fs::path& dir) {
+  Fd root(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root.ok()) {
+    return WalkError(ErrorReason::kInvalidArgument, dir,
+                     absl::StrCat("cannot open it as a directory: ", ErrnoText()));
+  }
+  std::vector<BundleFileEntry> files;
+  const WalkRules rules{.reason = ErrorReason::kInvalidArgument, .skip_signature = false};
+  if (absl::Status s = WalkDirectory(
+          root.get(), "", dir, rules,
+          [&](int, const std::string&, const std::string& relative, const struct stat& st) {
+            files.push_back(BundleFileEntry{.path = relative,
+                                            .size = static_cast<uint64_t>(st.st_size),
+                                            .executable = (st.st_mode & S_IXUSR) != 0});
+            return absl::OkStatus();
+          });
+      !s.ok()) {
+    return s;
+  }
+  // std::string compares byte-wise (as unsigned char): the digest's order.
+  std::sort(files.begin(), files.end(),
+            [](const BundleFileEntry& a, const BundleFileEntry& b) { return a.path < b.path; });
+  return files;
+}
+
+absl::StatusOr<Sha256Digest> Sha256OfFile(const fs::path& file) {
+  Fd fd(open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st;
+  if (!fd.ok() || fstat(fd.get(), &st) != 0) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("cannot read ", file.string(), ": ", ErrnoText()));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("cannot hash ", file.string(), ": not a regular file"));
+  }
+  absl::StatusOr<Sha256Digest> sha = Sha256OfFd(fd.get());
+  if (!sha.ok()) {
+    return MakeError(ErrorReason::kInvalidArgument,
+                     absl::StrCat("cannot read ", file.string(), ": ", sha.status().message()));
+  }
+  return sha;
 }
 
 Sha256Digest CanonicalBundleDigest(const std::map<std::string, Sha256Digest>& files) {

@@ -87,7 +87,11 @@ absl::string_view ReasonToken(ErrorReason reason) { return InfoOf(reason).token;
 absl::StatusCode CodeOf(ErrorReason reason) { return InfoOf(reason).code; }
 
 absl::Status MakeError(ErrorReason reason, absl::string_view message) {
-  absl::Status status(CodeOf(reason), message);
+  return MakeError(reason, CodeOf(reason), message);
+}
+
+absl::Status MakeError(ErrorReason reason, absl::StatusCode code, absl::string_view message) {
+  absl::Status status(code, message);
   status.SetPayload(kReasonPayloadUrl, absl::Cord(ReasonToken(reason)));
   return status;
 }

@@ -21,6 +21,17 @@
 #include "polyplug/core/manifest.h"
 
 namespace polyplug::host {
+
+UploadHeader UploadHeaderOf(host::v1::PushBundleHeader header) {
+  UploadHeader parsed;
+  parsed.bundle_name = std::move(*header.mutable_bundle_name());
+  parsed.bundle_digest = std::move(*header.mutable_bundle_digest());
+  for (host::v1::PushedFile& file : *header.mutable_files()) {
+    parsed.files.push_back(UploadFile{std::move(*file.mutable_path()), file.size(),
+                                      std::move(*file.mutable_sha256()), file.executable()});
+  }
+  return parsed;
+}
 namespace {
 
 namespace fs = std::filesystem;
@@ -29,12 +40,6 @@ using core::MakeError;
 
 constexpr size_t kMaxPathBytes = 4096;
 constexpr size_t kMaxComponentBytes = 255;
-
-bool IsLowerHex(absl::string_view text, size_t length) {
-  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
 
 absl::Status PathError(const UploadFile& file, size_t index, absl::string_view why) {
   return MakeError(ErrorReason::kUploadPathInvalid,
@@ -175,7 +180,7 @@ absl::StatusOr<std::unique_ptr<BundleUpload>> BundleUpload::Begin(UploadHeader h
   if (absl::Status s = CheckBundleName(header.bundle_name); !s.ok()) return s;
   // The digests come all in the header or all after the bytes.
   const bool digests_declared = !header.bundle_digest.empty();
-  if (digests_declared && !IsLowerHex(header.bundle_digest, 64)) {
+  if (digests_declared && !core::IsSha256Hex(header.bundle_digest)) {
     return MakeError(ErrorReason::kInvalidArgument,
                      "field 'header.bundle_digest' must be 64 lowercase hex digits (the "
                      "bundle's canonical SHA-256; `polyplugctl digest DIR` prints it)");
@@ -197,7 +202,7 @@ absl::StatusOr<std::unique_ptr<BundleUpload>> BundleUpload::Begin(UploadHeader h
                                     "give every digest in the header, or none there and all "
                                     "of them in a last 'digests' message"));
     }
-    if (digests_declared && !IsLowerHex(file.sha256, 64)) {
+    if (digests_declared && !core::IsSha256Hex(file.sha256)) {
       return MakeError(ErrorReason::kInvalidArgument,
                        absl::StrCat("file \"", absl::CHexEscape(file.path),
                                     "\": field 'sha256' must be 64 lowercase hex digits (the "
@@ -307,14 +312,14 @@ absl::Status BundleUpload::SetDigests(std::vector<std::string> file_sha256,
                                        " files (one SHA-256 per file, in the header's order)")));
   }
   for (size_t i = 0; i < file_sha256.size(); ++i) {
-    if (!IsLowerHex(file_sha256[i], 64)) {
+    if (!core::IsSha256Hex(file_sha256[i])) {
       return Fail(MakeError(ErrorReason::kInvalidArgument,
                             absl::StrCat("field 'digests.file_sha256' entry ", i + 1, " (file \"",
                                          absl::CHexEscape(header_.files[i].path),
                                          "\") must be 64 lowercase hex digits")));
     }
   }
-  if (!IsLowerHex(bundle_digest, 64)) {
+  if (!core::IsSha256Hex(bundle_digest)) {
     return Fail(MakeError(ErrorReason::kInvalidArgument,
                           "field 'digests.bundle_digest' must be 64 lowercase hex digits (the "
                           "bundle's canonical SHA-256; `polyplugctl digest DIR` prints it)"));

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "polyplug/host/v1/host.pb.h"
 
 namespace polyplug::host {
 
@@ -34,6 +35,10 @@ struct UploadHeader {
   // sha256) when the digests follow the bytes.
   std::string bundle_digest;
 };
+
+// The header of a PushBundle upload (or of a FetchBundle stream, which sends the same
+// messages), taken apart.
+UploadHeader UploadHeaderOf(host::v1::PushBundleHeader header);
 
 struct UploadLimits {
   uint64_t max_bundle_bytes = 256ull << 20;

@@ -10,6 +10,7 @@
 #include "host/src/bundle_watcher.h"
 #include "host/src/crash_recovery.h"
 #include "host/src/deploy_root.h"
+#include "host/src/fleet_agent.h"
 #include "host/src/grpc_workarounds.h"
 #include "host/src/health_service.h"
 #include "host/src/listeners.h"
@@ -86,6 +87,19 @@ absl::StatusOr<std::vector<fs::path>> CheckOptions(const HostServerOptions& opti
       return MakeError(ErrorReason::kInvalidArgument, "--max-bundle-bytes must be at least 1");
     }
   }
+  if (!options.fleet.empty()) {
+    if (options.deploy_root.empty()) {
+      return MakeError(
+          ErrorReason::kInvalidArgument,
+          "--fleet needs --deploy-root DIR: bundles fetched from the fleet land there");
+    }
+    if (options.etcd_endpoints.empty()) {
+      return MakeError(ErrorReason::kInvalidArgument,
+                       "--fleet needs --etcd HOST:PORT[,HOST:PORT...] (the fleet's etcd cluster)");
+    }
+  } else if (!options.etcd_endpoints.empty()) {
+    return MakeError(ErrorReason::kInvalidArgument, "--etcd is for --fleet NAME");
+  }
   if (options.watch && roots.empty() && options.deploy_root.empty()) {
     return MakeError(ErrorReason::kInvalidArgument,
                      "--watch needs a bundle root to watch (--bundles DIR)");
@@ -144,6 +158,7 @@ class HostServer::Impl {
   std::unique_ptr<ReflectionService> reflection;
   std::unique_ptr<PhasePipeline> pipeline;
   std::unique_ptr<BundleWatcher> watcher;  // stopped first: it mutates the runtime
+  std::unique_ptr<FleetAgent> fleet;       // stopped next: it mutates the runtime too
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<ExecutorKeepWarm> keep_warm;
   std::vector<std::string> addresses;  // as published; listen_addresses() after Shutdown too
@@ -158,6 +173,7 @@ class HostServer::Impl {
     if (shut_down) return;
     shut_down = true;
     if (watcher) watcher->Stop();
+    if (fleet) fleet->Stop();
     keep_warm.reset();
     // Order: stop new work, let the running operation finish (and fail those still waiting
     // for the application), end streams, stop gRPC.
@@ -293,6 +309,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   service_options.operations_wait_for_application = pumped;
   service_options.reply_worker = impl->replies.get();
   service_options.deploy_root = impl->deploy_root.get();
+  service_options.max_message_bytes = options.max_message_bytes;
   impl->service =
       std::make_unique<PluginHostService>(rt, *impl->hub, *impl->worker, *impl->instances,
                                           *impl->calls, *impl->authorizer, service_options);
@@ -315,6 +332,25 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
     instances->OnPhase(e);
   };
   stages.streams = [hub = impl->hub.get()](const core::PhaseEvent& e) { hub->Deliver(e); };
+  if (!options.fleet.empty()) {
+    // Made now, so that the pipeline can tell it about every phase; it joins the fleet
+    // once the host listens (step 5).
+    FleetAgentOptions fleet;
+    fleet.fleet = options.fleet;
+    fleet.etcd_endpoints = options.etcd_endpoints;
+    fleet.host_id = options.fleet_host_id;
+    fleet.address = options.fleet_advertise;
+    fleet.lease_ttl = options.fleet_lease_ttl;
+    fleet.peer_token = options.auth_token;
+    fleet.host_version = POLYPLUG_HOST_VERSION;
+    fleet.log = [](const std::string& line) {
+      std::fprintf(stderr, "polyplug-host: fleet: %s\n", line.c_str());
+    };
+    auto agent = FleetAgent::Create(rt, *impl->worker, *impl->deploy_root, std::move(fleet));
+    if (!agent.ok()) return agent.status();
+    impl->fleet = *std::move(agent);
+    stages.fleet = [agent = impl->fleet.get()](const core::PhaseEvent& e) { agent->OnPhase(e); };
+  }
   impl->pipeline = std::make_unique<PhasePipeline>(rt.journal(), std::move(stages));
 
   // 4. The bundles: those that ran before a crash (--supervise), else the roots.
@@ -383,6 +419,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   impl->service->SetListenAddresses(impl->listeners->addresses());
   impl->keep_warm = std::make_unique<ExecutorKeepWarm>(*impl->server);
   if (impl->recovery) impl->recovery->MarkReady(rt, impl->listeners->addresses());
+  if (impl->fleet) impl->fleet->Join(impl->listeners->addresses().front());
   undo_loads.runtime = nullptr;  // started: the bundles stay
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }

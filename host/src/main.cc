@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <grpc/grpc.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -83,6 +85,20 @@ ABSL_FLAG(bool, supervise, false,
           "listen addresses. --state-dir then keeps the supervisor's state.");
 ABSL_FLAG(int32_t, crash_loop_limit, 5,
           "--supervise: give up after this many crashes in a row that no bundle is blamed for.");
+ABSL_FLAG(std::string, fleet, "",
+          "Join this fleet (docs/FLEET.md): register in etcd (--etcd), follow the fleet's "
+          "desired state, fetch missing bundles from peers into --deploy-root (required) and "
+          "acknowledge each rollout. An unreachable etcd is logged and retried; the host "
+          "serves its local bundles meanwhile.");
+ABSL_FLAG(std::vector<std::string>, etcd, {},
+          "--fleet: the etcd cluster's client endpoints, HOST:PORT, comma-separated.");
+ABSL_FLAG(std::string, fleet_host_id, "",
+          "--fleet: this host's name in the fleet (default: <hostname>-<advertised address>).");
+ABSL_FLAG(std::string, fleet_advertise, "",
+          "--fleet: the address peers and polyplugctl reach this host at (default: the first "
+          "--listen address).");
+ABSL_FLAG(absl::Duration, fleet_lease_ttl, absl::Seconds(10),
+          "--fleet: how long the host stays registered without reaching etcd.");
 // Set by --supervise for the server it runs; not for people.
 ABSL_FLAG(std::string, supervisor_state, "", "Internal (--supervise): the supervisor's state.");
 ABSL_FLAG(int32_t, supervisor_fd, -1, "Internal (--supervise): the readiness pipe.");
@@ -207,6 +223,11 @@ int main(int argc, char** argv) {
   options.watch_settle = std::max(absl::Milliseconds(10), absl::GetFlag(FLAGS_watch_settle));
   options.instance_idle_timeout =
       std::max(absl::Milliseconds(1), absl::GetFlag(FLAGS_instance_idle_timeout));
+  options.fleet = absl::GetFlag(FLAGS_fleet);
+  options.etcd_endpoints = absl::GetFlag(FLAGS_etcd);
+  options.fleet_host_id = absl::GetFlag(FLAGS_fleet_host_id);
+  options.fleet_advertise = absl::GetFlag(FLAGS_fleet_advertise);
+  options.fleet_lease_ttl = absl::GetFlag(FLAGS_fleet_lease_ttl);
   options.supervisor_state = absl::GetFlag(FLAGS_supervisor_state);
   options.supervisor_fd = absl::GetFlag(FLAGS_supervisor_fd);
   options.supervisor_restart =
@@ -248,6 +269,11 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Keeps gRPC initialised until the process exits: gRPC 1.51's last shutdown waits for its
+  // background threads, one of which sleeps up to 10 s after a large write met a full
+  // socket buffer (a FetchBundle or a big response), so the host lingered after SIGTERM.
+  // Not before --supervise's branch: the supervisor forks, and gRPC's threads must not.
+  grpc_init();
   auto server = polyplug::host::HostServer::Start(options);
   if (!server.ok()) {
     std::fprintf(stderr, "polyplug-host: %s\n", std::string(server.status().message()).c_str());

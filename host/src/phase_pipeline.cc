@@ -12,8 +12,8 @@ PhasePipeline::PhasePipeline(core::EventJournal& journal, Stages stages)
 PhasePipeline::~PhasePipeline() { journal_.RemoveListener(listener_); }
 
 void PhasePipeline::Run(const core::PhaseEvent& event) const {
-  for (const Stage* stage :
-       {&stages_.log, &stages_.health, &stages_.recovery, &stages_.instances, &stages_.streams}) {
+  for (const Stage* stage : {&stages_.log, &stages_.health, &stages_.recovery, &stages_.instances,
+                             &stages_.streams, &stages_.fleet}) {
     if (*stage) (*stage)(event);
   }
 }

@@ -13,6 +13,7 @@
 //   4. instances  remote instances of a bundle are destroyed at its PREPARING and
 //                 UNLOADING (after the calls in flight drain), while its old code is mapped
 //   5. streams    the event is queued for every subscriber
+//   6. fleet      --fleet: the host's record in etcd is republished (what it runs now)
 //
 // Every stage sees every event, and no stage sees an event before the stages above it.
 // Stages are fixed at construction; an empty one is skipped. Thread-compatible: the
@@ -40,9 +41,10 @@ class PhasePipeline {
     Stage recovery;
     Stage instances;
     Stage streams;
+    Stage fleet;
   };
-  static constexpr std::array<std::string_view, 5> kStageNames = {"log", "health", "recovery",
-                                                                  "instances", "streams"};
+  static constexpr std::array<std::string_view, 6> kStageNames = {
+      "log", "health", "recovery", "instances", "streams", "fleet"};
 
   // Registers the pipeline on `journal`, which must outlive it.
   PhasePipeline(core::EventJournal& journal, Stages stages);

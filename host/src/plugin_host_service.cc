@@ -14,9 +14,11 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "host/src/bundle_listing.h"
+#include "host/src/fetch_reactor.h"
 #include "host/src/session_stream.h"
 #include "host/src/status_mapping.h"
 #include "host/src/upload_worker.h"
+#include "polyplug/core/bundle_signature.h"
 #include "polyplug/core/error.h"
 #include "polyplug/core/ids.h"
 #include "wire/wire.h"
@@ -357,8 +359,7 @@ grpc::ServerUnaryReactor* PluginHostService::Reload(grpc::CallbackServerContext*
   core::ReloadOptions reload_options;
   reload_options.expected_sha256 = request->expected_sha256();
   if (!reload_options.expected_sha256.empty() &&
-      (reload_options.expected_sha256.size() != 64 ||
-       reload_options.expected_sha256.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+      !core::IsSha256Hex(reload_options.expected_sha256)) {
     Reject(context, reactor,
            MakeError(ErrorReason::kInvalidArgument,
                      "field 'expected_sha256' must be 64 lowercase hex digits (what sha256sum "
@@ -599,14 +600,7 @@ class PushReactor final : public grpc::ServerReadReactor<v1::PushBundleRequest>,
       header_ = header;  // the request is this plus the digests that follow the bytes
     }
     bundle_name_ = header.bundle_name();
-    UploadHeader parsed;
-    parsed.bundle_name = std::move(*header.mutable_bundle_name());
-    parsed.bundle_digest = std::move(*header.mutable_bundle_digest());
-    for (v1::PushedFile& file : *header.mutable_files()) {
-      parsed.files.push_back(UploadFile{std::move(*file.mutable_path()), file.size(),
-                                        std::move(*file.mutable_sha256()), file.executable()});
-    }
-    auto upload = service_.options_.deploy_root->BeginUpload(std::move(parsed));
+    auto upload = service_.options_.deploy_root->BeginUpload(UploadHeaderOf(std::move(header)));
     if (!upload.ok()) {
       Refuse(upload.status());
       return false;
@@ -720,6 +714,32 @@ grpc::ServerReadReactor<v1::PushBundleRequest>* PluginHostService::PushBundle(
   auto* reactor = new PushReactor(*this, context, response);  // deletes itself when done
   reactor->Start();
   return reactor;
+}
+
+grpc::ServerWriteReactor<v1::PushBundleRequest>* PluginHostService::FetchBundle(
+    grpc::CallbackServerContext* context, const v1::FetchBundleRequest* request) {
+  if (grpc::Status auth = authorizer_.Check(context); !auth.ok()) {
+    return RefusedStream<v1::PushBundleRequest>(auth);
+  }
+  const std::string& name = request->bundle_name();
+  if (absl::Status s = CheckName("bundle_name", name); !s.ok()) {
+    return RefuseFetch(context, "", s);
+  }
+  if (!core::IsSha256Hex(request->bundle_digest())) {
+    return RefuseFetch(
+        context, name,
+        MakeError(ErrorReason::kInvalidArgument,
+                  request->bundle_digest().empty()
+                      ? "field 'bundle_digest' is empty: name the build wanted by its bundle "
+                        "digest (64 lowercase hex digits; `polyplugctl digest DIR` prints it)"
+                      : "field 'bundle_digest' must be 64 lowercase hex digits (what "
+                        "`polyplugctl digest DIR` prints)"));
+  }
+  absl::StatusOr<core::BundleInfo> bundle = runtime_.GetBundle(name);
+  if (!bundle.ok()) return RefuseFetch(context, name, bundle.status());
+  return StartFetch(
+      context, FetchSource{name, bundle->dir, request->bundle_digest()}, calls_,
+      FetchLimits{FetchChunkBytes(options_.max_message_bytes), options_.max_message_bytes});
 }
 
 void PluginHostService::PostDeploy(grpc::CallbackServerContext* context, OperationCall* call,

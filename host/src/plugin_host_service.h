@@ -3,7 +3,8 @@
 // Lookups and listings answer on the gRPC thread (they never wait for a reload);
 // Reload, LoadBundle and UnloadBundle run on the OperationWorker and finish from there;
 // CreateInstance, Invoke and DestroyInstance run the bundle's code on the call pool, but
-// for one Invoke at a time, which runs on the gRPC thread (see Invoke).
+// for one Invoke at a time, which runs on the gRPC thread (see Invoke); FetchBundle reads
+// and hashes files there too.
 #ifndef POLYPLUG_HOST_SRC_PLUGIN_HOST_SERVICE_H_
 #define POLYPLUG_HOST_SRC_PLUGIN_HOST_SERVICE_H_
 
@@ -43,6 +44,9 @@ struct PluginHostServiceOptions {
   OperationWorker* reply_worker = nullptr;
   // Where PushBundle places uploads; null: PushBundle is refused.
   DeployRoot* deploy_root = nullptr;
+  // The server's largest message (--max-message-bytes), which FetchBundle's messages stay
+  // under.
+  int max_message_bytes = 4 << 20;
 };
 
 // PluginHost's callback service with SubscribeReloadPhases raw (ByteBuffer), so that the
@@ -65,7 +69,9 @@ using PluginHostCallbackService = v1::PluginHost::WithCallbackMethod_Reload<
                                                         v1::PluginHost::
                                                             WithCallbackMethod_GetOperation<
                                                                 v1::PluginHost::
-                                                                    Service>>>>>>>>>>>>>>>>;
+                                                                    WithCallbackMethod_FetchBundle<
+                                                                        v1::PluginHost::
+                                                                            Service>>>>>>>>>>>>>>>>>;
 
 class PluginHostService final : public PluginHostCallbackService {
  public:
@@ -127,6 +133,10 @@ class PluginHostService final : public PluginHostCallbackService {
                                                        v1::EchoStreamResponse* response) override;
   grpc::ServerReadReactor<v1::PushBundleRequest>* PushBundle(
       grpc::CallbackServerContext* context, v1::PushBundleResponse* response) override;
+  // Streams a loaded bundle's files as a push would send them (fetch_reactor.h), read on
+  // the call pool.
+  grpc::ServerWriteReactor<v1::PushBundleRequest>* FetchBundle(
+      grpc::CallbackServerContext* context, const v1::FetchBundleRequest* request) override;
 
  private:
   friend class PushReactor;

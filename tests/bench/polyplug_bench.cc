@@ -33,6 +33,13 @@
 //               the p99 frame time while 8 clients (another process) hammer FindContract
 //               and Invoke, against the same frames with no client (before and after) and
 //               against the same frames while the clients hammer a separate polyplug-host.
+//   fleet       A fleet (docs/FLEET.md) of 5 polyplug-host processes over a 3-member etcd
+//               cluster started here: polyplugctl rollout of versions 1 and 2 in turn; the
+//               time from the write of the desired state until every host acknowledged it,
+//               against one etcd watch notification (a write until a watcher holds it) plus
+//               one in-process reload (as in `reload`), interleaved. Then the etcd writes
+//               one rollout makes with 5, 20 and 50 hosts (must grow linearly), and its
+//               time there.
 // --quick shortens every section (the whole run takes well under a minute) and is a smoke
 // test: it shows the benchmark works, never how fast anything is. --json prints one object
 // per figure.
@@ -75,6 +82,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "fleet/etcd_cluster.h"
+#include "fleet/src/etcd_client.h"
+#include "fleet/src/fleet_follower.h"
+#include "fleet/src/fleet_keys.h"
 #include "floor_load.h"
 #include "polyplug/abi.h"
 #include "polyplug/client/host_client.h"
@@ -1342,14 +1353,163 @@ int RunHammer(const std::string& address) {
   return 0;
 }
 
+// ---- fleet ---------------------------------------------------------------------------
+
+// A fleet of polyplug-host processes over an etcd cluster, each with its own deploy root,
+// registered before the constructor returns.
+class BenchFleet {
+ public:
+  BenchFleet(const std::string& name, const std::string& endpoints, int hosts,
+             polyplug::fleet::EtcdClient& etcd)
+      : name_(name), endpoints_(endpoints), keys_(name) {
+    polyplug::fleet::FleetFollower follower(etcd, keys_);
+    Check(follower.Start().ok() ? absl::StatusOr<bool>(true)
+                                : absl::StatusOr<bool>(absl::UnavailableError("etcd")),
+          "watch the fleet");
+    for (int i = 0; i < hosts; ++i) {
+      const fs::path dir = dir_.path() / absl::StrCat("host-", i);
+      fs::create_directories(dir);
+      hosts_.push_back(std::make_unique<ServerProcess>(
+          std::vector<std::string>{
+              POLYPLUG_HOST_BINARY, "--listen", "unix:" + (dir / "host.sock").string(),
+              "--state-dir", (dir / "state").string(), "--deploy-root", (dir / "deploy").string(),
+              "--fleet", name, "--etcd", endpoints, "--fleet-host-id", absl::StrCat("h", i)},
+          dir / "host.log"));
+    }
+    if (!follower.WaitUntil(absl::Now() + absl::Seconds(120),
+                            [&](const polyplug::fleet::FleetState& state) {
+                              return static_cast<int>(state.hosts().size()) == hosts;
+                            })) {
+      Die(absl::StrCat("fleet ", name, ": not every host registered"));
+    }
+  }
+
+  // The CPU time every host used so far, in seconds.
+  double HostCpuSeconds() const {
+    double total = 0;
+    for (const auto& host : hosts_) total += host->Sample().cpu_seconds;
+    return total;
+  }
+
+  // polyplugctl rollout DIR; the report's fields.
+  std::map<std::string, double> Rollout(const fs::path& bundle) {
+    const fs::path out = dir_.path() / "rollout.json";
+    polyplug::test::SpawnOptions spawn;
+    spawn.argv = {POLYPLUGCTL_BINARY, "rollout",  bundle.string(), "--fleet", name_,
+                  "--etcd",           endpoints_, "--json"};
+    spawn.out = polyplug::test::Redirect::Truncate(out);
+    const pid_t pid = Check(polyplug::test::Spawn(spawn), "polyplugctl rollout");
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const std::string text = ReadFileText(out);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("rollout failed: " + text);
+    std::map<std::string, double> fields;
+    for (const char* field : {"apply_seconds", "etcd_writes"}) {
+      const std::string key = absl::StrCat("\"", field, "\":");
+      const size_t at = text.rfind(key);
+      if (at == std::string::npos) Die(absl::StrCat("no ", field, " in ", text));
+      std::string value = text.substr(at + key.size(), 32);
+      value = value.substr(value[0] == '"' ? 1 : 0);
+      value = value.substr(0, value.find_first_of("\",}"));
+      if (!absl::SimpleAtod(value, &fields[field])) Die(absl::StrCat("bad ", field, " in ", text));
+    }
+    return fields;
+  }
+
+ private:
+  ScratchDir dir_;
+  std::string name_;
+  std::string endpoints_;
+  polyplug::fleet::FleetKeys keys_;
+  std::vector<std::unique_ptr<ServerProcess>> hosts_;
+};
+
+// How long a write takes until a watcher of its key holds it, in us.
+double WatchNotificationUs(polyplug::fleet::EtcdClient& etcd, int n) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Clock::time_point> seen;
+  const std::string key = absl::StrCat("/polyplug-bench/watch/", n);
+  const int64_t from = Check(etcd.Get(key), "etcd read").revision + 1;
+  polyplug::fleet::WatchHandler handler;
+  handler.on_events = [&](const std::vector<polyplug::fleet::WatchEvent>&, int64_t) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!seen) seen = Clock::now();
+    cv.notify_all();
+  };
+  handler.on_compacted = [] { return int64_t{0}; };
+  auto watch = etcd.WatchPrefix(key, from, handler);
+  // The watch is created once its stream is open: a first write proves it.
+  Check(etcd.Put(key, "warm"), "etcd write");
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return seen.has_value(); })) {
+      Die("the etcd watch saw nothing");
+    }
+    seen.reset();
+  }
+  const auto start = Clock::now();
+  Check(etcd.Put(key, "value"), "etcd write");
+  std::unique_lock<std::mutex> lock(mu);
+  if (!cv.wait_for(lock, std::chrono::seconds(30), [&] { return seen.has_value(); })) {
+    Die("the etcd watch saw nothing");
+  }
+  return std::chrono::duration<double, std::micro>(*seen - start).count();
+}
+
+void RunFleet(const Options& options, Report& report) {
+  const ScratchDir dir;
+  auto cluster = Check(polyplug::test::EtcdCluster::Start(dir.path() / "etcd", 3), "etcd");
+  polyplug::fleet::EtcdOptions etcd_options;
+  etcd_options.endpoints = absl::StrSplit(cluster->endpoints(), ',');
+  auto etcd = Check(polyplug::fleet::EtcdClient::Create(etcd_options), "etcd client");
+  const fs::path v1 = fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v1";
+  const fs::path v2 = fs::path(POLYPLUG_TEST_BUNDLES_DIR) / "counter_v2";
+  const fs::path library = v1 / "libcounter.so";
+  const ScratchDir floor_dir;
+  {
+    BenchFleet fleet("bench5", cluster->endpoints(), 5, *etcd);
+    const int rounds = options.quick ? 2 : 20;
+    std::vector<double> rollout, floor, host_cpu;
+    fleet.Rollout(v1);  // the first: every host loads it
+    for (int i = 0; i < rounds; ++i) {
+      const double watch_us = WatchNotificationUs(*etcd, i);
+      const double load_us = InProcessLoadUs(library, floor_dir.path(), i);
+      floor.push_back(watch_us + load_us);
+      const double cpu_before = fleet.HostCpuSeconds();
+      rollout.push_back(fleet.Rollout(i % 2 == 0 ? v2 : v1).at("apply_seconds") * 1e6);
+      host_cpu.push_back((fleet.HostCpuSeconds() - cpu_before) * 1e6 / 5);
+    }
+    const Percentiles r = Summarise(rollout), f = Summarise(floor), c = Summarise(host_cpu);
+    report.Add({"fleet", "rollout to 5 hosts, write until all ACKed p50", r.p50 / 1e3, "ms",
+                f.p50 / 1e3, 2.0, "floor: etcd watch notification + in-process reload"});
+    report.Add({"fleet", "rollout to 5 hosts, write until all ACKed max", r.max / 1e3, "ms",
+                f.max / 1e3, std::nullopt, "same floor"});
+    // What the hosts spend: five of these share the machine's cores during a rollout.
+    report.Add({"fleet", "host CPU per rollout and host p50", c.p50 / 1e3, "ms", std::nullopt,
+                std::nullopt, absl::StrFormat("%u cores", std::thread::hardware_concurrency())});
+  }
+  for (const int hosts : options.quick ? std::vector<int>{5} : std::vector<int>{5, 20, 50}) {
+    BenchFleet fleet(absl::StrCat("scale", hosts), cluster->endpoints(), hosts, *etcd);
+    fleet.Rollout(v1);
+    const std::map<std::string, double> second = fleet.Rollout(v2);
+    const double writes = second.at("etcd_writes");
+    report.Add({"fleet", absl::StrCat("etcd writes per rollout, ", hosts, " hosts"), writes,
+                "writes", std::nullopt, std::nullopt,
+                absl::StrFormat("%.2f per host", writes / hosts)});
+    report.Add({"fleet", absl::StrCat("rollout to ", hosts, " hosts, write until all ACKed"),
+                second.at("apply_seconds") * 1e3, "ms", std::nullopt, std::nullopt, ""});
+  }
+}
+
 int main(int argc, char** argv) {
   // Debian builds Abseil without NDEBUG, which leaves absl::Mutex's deadlock detection on:
   // a lock-order graph update on every lock gRPC takes (about 6% of a busy host's CPU).
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   if (argc == 3 && std::string(argv[1]) == "--hammer") return RunHammer(argv[2]);
   Options options;
-  const std::set<std::string> known = {"rpc",      "reload",    "push",       "fanout",
-                                       "sporadic", "sustained", "throughput", "embedded"};
+  const std::set<std::string> known = {"rpc",       "reload",     "push",     "fanout", "sporadic",
+                                       "sustained", "throughput", "embedded", "fleet"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--json") {
@@ -1378,6 +1538,7 @@ int main(int argc, char** argv) {
   if (options.Wants("throughput")) RunThroughput(options, report);
   if (options.Wants("embedded")) RunEmbedded(options, report);
   if (options.Wants("sporadic")) RunSporadic(options, report);
+  if (options.Wants("fleet")) RunFleet(options, report);
   report.Summary();
   return 0;
 }

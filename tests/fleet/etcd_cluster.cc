@@ -8,13 +8,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
-#include "support/bundle_fixture.h"
 #include "support/child_process.h"
 
 namespace polyplug::test {
@@ -162,7 +163,12 @@ absl::Status EtcdCluster::WaitServing(int member, absl::Duration deadline) {
 
 absl::Status EtcdCluster::Failure(int member, absl::string_view what) const {
   const Member& m = members_[member];
-  std::string log = fs::exists(m.log) ? ReadFile(m.log) : "";
+  std::string log;
+  if (std::ifstream in(m.log); in) {
+    std::stringstream text;
+    text << in.rdbuf();
+    log = text.str();
+  }
   if (log.size() > 4000) log = log.substr(log.size() - 4000);
   return absl::UnavailableError(absl::StrCat("etcd member ", m.name, " (client port ",
                                              m.client_port, ") ", what, "; its log ends:\n", log));

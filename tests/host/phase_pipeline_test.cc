@@ -32,11 +32,12 @@ core::PhaseEvent Event(core::Phase phase, std::string bundle) {
 
 TEST(PhasePipelineTest, EveryPhaseGoesThroughTheStagesInTheDocumentedOrder) {
   EXPECT_THAT(PhasePipeline::kStageNames,
-              ElementsAre("log", "health", "recovery", "instances", "streams"));
+              ElementsAre("log", "health", "recovery", "instances", "streams", "fleet"));
   core::EventJournal journal(1, 64);
   std::vector<std::string> seen;
   PhasePipeline::Stages stages;
   // Filled in an order unlike the pipeline's: the order is the pipeline's, not the caller's.
+  stages.fleet = Recording("fleet", &seen);
   stages.streams = Recording("streams", &seen);
   stages.instances = Recording("instances", &seen);
   stages.log = Recording("log", &seen);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
@@ -309,6 +310,53 @@ TEST_F(BundleSignatureTest, OnlyTheTopLevelBundleSigIsLeftOut) {
   auto again = core::DigestBundle(dir);
   ASSERT_THAT(again.status(), IsOk());
   EXPECT_EQ(again->digest, digest->digest);
+}
+
+// What a push or a fetch sends: every regular file, bundle.sig included, in the byte order
+// of their paths, each with its size and executable bit; the entries DigestBundle refuses
+// are refused too.
+TEST_F(BundleSignatureTest, ListBundleFilesListsWhatAPushSends) {
+  const fs::path dir = SignedBundle();
+  WriteFile(dir / "a" / "z", "");  // an empty file
+  fs::permissions(dir / "a.b", fs::perms::owner_exec, fs::perm_options::add);
+  auto files = core::ListBundleFiles(dir);
+  ASSERT_THAT(files.status(), IsOk());
+  std::vector<std::string> paths;
+  for (const core::BundleFileEntry& f : *files) {
+    paths.push_back(f.path);
+    EXPECT_EQ(f.size, fs::file_size(dir / f.path)) << f.path;
+    EXPECT_EQ(f.executable, f.path == "a.b") << f.path;
+  }
+  std::vector<std::string> expected = {"a/z", "bundle.sig"};
+  for (const auto& [path, contents] : GoldenFiles()) expected.push_back(path);
+  std::sort(expected.begin(), expected.end());  // byte-wise, as the digest sorts them
+  EXPECT_EQ(paths, expected);
+  // The files signed are those listed but bundle.sig, each with the SHA-256 Sha256OfFile says.
+  auto digest = core::DigestBundle(dir);
+  ASSERT_THAT(digest.status(), IsOk());
+  EXPECT_EQ(digest->file_sha256.size(), paths.size() - 1);
+  for (const auto& [path, sha] : digest->file_sha256) {
+    auto file_sha = core::Sha256OfFile(dir / path);
+    ASSERT_THAT(file_sha.status(), IsOk());
+    EXPECT_EQ(core::DigestToHex(*file_sha), sha) << path;
+  }
+
+  fs::create_symlink("a.b", dir / "link");
+  EXPECT_THAT(core::ListBundleFiles(dir).status(), HasReason(ErrorReason::kInvalidArgument));
+  EXPECT_THAT(core::ListBundleFiles(dir).status().message(), HasSubstr("\"link\" is a symlink"));
+  EXPECT_THAT(core::Sha256OfFile(dir / "link").status(), HasReason(ErrorReason::kInvalidArgument));
+  EXPECT_THAT(core::ListBundleFiles(dir / "a.b").status().message(),
+              HasSubstr("cannot open it as a directory"));
+}
+
+TEST(Sha256HexTest, IsSha256HexTakesWhatDigestToHexPrints) {
+  EXPECT_TRUE(core::IsSha256Hex(core::DigestToHex(core::Sha256Digest{})));
+  EXPECT_TRUE(core::IsSha256Hex(std::string(32, 'a') + std::string(32, '9')));
+  EXPECT_FALSE(core::IsSha256Hex(""));
+  EXPECT_FALSE(core::IsSha256Hex(std::string(63, 'a')));
+  EXPECT_FALSE(core::IsSha256Hex(std::string(65, 'a')));
+  EXPECT_FALSE(core::IsSha256Hex(std::string(63, 'a') + "A"));
+  EXPECT_FALSE(core::IsSha256Hex(std::string(63, 'a') + "g"));
 }
 
 TEST_F(BundleSignatureTest, PinnedKeys) {

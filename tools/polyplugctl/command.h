@@ -31,6 +31,9 @@ inline constexpr int kExitUnreachable = 3;  // the host is unreachable or refuse
 // call's deadline passed without an answer, `watch` or `wait` ran out of time, or an
 // operation whose response was lost was still running when polyplugctl stopped waiting.
 inline constexpr int kExitTimeout = 4;
+// `rollout`: another rollout of the bundle is in progress, or changed the fleet's desired
+// state since this one read it; this one changed nothing of the fleet.
+inline constexpr int kExitConflict = 5;
 
 // What every command runs with.
 struct Invocation {

@@ -88,9 +88,14 @@ std::string HostTarget(const CommandLine& args) {
 
 absl::StatusOr<std::unique_ptr<client::HostClient>> ConnectFromFlags(
     const CommandLine& args, std::optional<absl::Duration> timeout) {
+  return ConnectTo(args, HostTarget(args), timeout);
+}
+
+absl::StatusOr<std::unique_ptr<client::HostClient>> ConnectTo(
+    const CommandLine& args, const std::string& target, std::optional<absl::Duration> timeout) {
   auto options = ConnectOptionsOf(args, timeout);
   if (!options.ok()) return options.status();
-  return client::HostClient::Connect(HostTarget(args), *std::move(options));
+  return client::HostClient::Connect(target, *std::move(options));
 }
 
 }  // namespace polyplug::ctl

@@ -34,6 +34,9 @@ std::string HostTarget(const CommandLine& args);
 // files or a malformed target; connects to nothing yet.
 absl::StatusOr<std::unique_ptr<client::HostClient>> ConnectFromFlags(
     const CommandLine& args, std::optional<absl::Duration> timeout);
+// The same for `target` (a fleet host's advertised address, say) instead of --host.
+absl::StatusOr<std::unique_ptr<client::HostClient>> ConnectTo(
+    const CommandLine& args, const std::string& target, std::optional<absl::Duration> timeout);
 
 }  // namespace polyplug::ctl
 

@@ -39,6 +39,11 @@ commands:
   push DIR                      upload the bundle directory DIR (here) into the host's
                                 deploy root and load or reload it there
   unload BUNDLE [--cascade]     unload a bundle (--cascade: its dependents first)
+  rollout DIR --fleet NAME --etcd ENDPOINTS [--canary N|P%]
+                                roll DIR out to every host of a fleet through etcd,
+                                with acknowledgements and automatic rollback
+  fleet status --fleet NAME --etcd ENDPOINTS
+                                a fleet's hosts, versions, revision lag and last error
   operation ID [--wait]         the outcome of the reload, load, unload or push that
                                 carried request id ID
   find CONTRACT[@MAJOR] [--min-version N]
@@ -87,7 +92,8 @@ broke), polyplugctl asks the host for the operation's outcome and reports it.
 
 exit codes: 0 success; 1 the reload or operation failed (reason printed);
             2 usage error; 3 host unreachable or authentication failed;
-            4 timeout: --timeout ended the command before the outcome was known.
+            4 timeout: --timeout ended the command before the outcome was known;
+            5 rollout: another rollout of the bundle is in progress or won.
 )";
 
 // Every flag the command line may hold: the global ones, then each command's. They are

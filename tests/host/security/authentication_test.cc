@@ -118,6 +118,19 @@ std::vector<MethodCall> EveryMethod(const std::string& load_path) {
                      if (writer->Write(header)) writer->WritesDone();
                      return writer->Finish();
                    }});
+  calls.push_back({"FetchBundle", [](v1::PluginHost::Stub& stub, const std::string& auth) {
+                     // With the token: FAILED_PRECONDITION (DIGEST_MISMATCH), a build this
+                     // host does not have.
+                     auto context = ContextWith(auth);
+                     v1::FetchBundleRequest request;
+                     request.set_bundle_name("counter");
+                     request.set_bundle_digest(std::string(64, '0'));
+                     auto reader = stub.FetchBundle(context.get(), request);
+                     v1::PushBundleRequest message;
+                     while (reader->Read(&message)) {
+                     }
+                     return reader->Finish();
+                   }});
   calls.push_back({"GetOperation", [](v1::PluginHost::Stub& stub, const std::string& auth) {
                      // With the token: NOT_FOUND (OPERATION_NOT_FOUND).
                      v1::GetOperationRequest request;

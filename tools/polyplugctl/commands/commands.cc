@@ -30,11 +30,12 @@ bool IsGlobalFlag(absl::string_view name) {
 }
 
 std::vector<const Command*> Commands() {
-  return {&ReloadCommand(),    &LoadCommand(),    &PushCommand(),      &UnloadCommand(),
-          &OperationCommand(), &FindCommand(),    &ListCommand(),      &WatchCommand(),
-          &WaitCommand(),      &CallCommand(),    &InfoCommand(),      &HealthCommand(),
-          &IdCommand(),        &KeygenCommand(),  &SignCommand(),      &VerifyCommand(),
-          &DigestCommand(),    &VersionCommand(), &CompletionCommand()};
+  return {&ReloadCommand(),    &LoadCommand(),    &PushCommand(),       &UnloadCommand(),
+          &OperationCommand(), &FindCommand(),    &ListCommand(),       &WatchCommand(),
+          &WaitCommand(),      &CallCommand(),    &InfoCommand(),       &HealthCommand(),
+          &IdCommand(),        &KeygenCommand(),  &SignCommand(),       &VerifyCommand(),
+          &DigestCommand(),    &VersionCommand(), &CompletionCommand(), &RolloutCommand(),
+          &FleetCommand()};
 }
 
 }  // namespace polyplug::ctl

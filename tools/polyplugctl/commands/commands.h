@@ -29,6 +29,8 @@ const Command& VerifyCommand();      // commands/signing.cc
 const Command& DigestCommand();      // commands/signing.cc
 const Command& VersionCommand();     // commands/version.cc
 const Command& CompletionCommand();  // commands/completion.cc
+const Command& RolloutCommand();     // commands/rollout.cc
+const Command& FleetCommand();       // commands/fleet.cc
 
 // The flags every command takes, given before or after the command.
 absl::Span<const FlagSpec> GlobalFlags();

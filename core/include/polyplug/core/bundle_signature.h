@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -86,6 +87,9 @@ absl::Status WriteKeyPair(const std::filesystem::path& dir, const SigningKey& ke
 // Lowercase hex: 64 digits for a key or a digest.
 std::string PublicKeyToHex(const Ed25519PublicKey& key);
 std::string DigestToHex(const Sha256Digest& digest);
+// Whether `text` is a SHA-256 as DigestToHex (and sha256sum) prints it: 64 lowercase hex
+// digits. The form every digest field of the control plane takes.
+bool IsSha256Hex(absl::string_view text);
 
 // The canonical digest of a bundle directory, and the SHA-256 of each file it covers.
 struct BundleDigest {
@@ -102,6 +106,25 @@ struct BundleDigest {
 // when one is a symlink, a FIFO, socket or device, cannot be read, or has a name that is
 // not UTF-8, and says so when there is no file to sign.
 absl::StatusOr<BundleDigest> DigestBundle(const std::filesystem::path& dir);
+
+// A regular file of a bundle directory, as PushBundle and FetchBundle send it.
+struct BundleFileEntry {
+  std::string path;         // '/'-separated, relative to the bundle directory
+  uint64_t size = 0;        // bytes, when listed
+  bool executable = false;  // its owner may execute it (a push places it with mode 0755)
+};
+
+// Every regular file below `dir`, recursively, the top-level bundle.sig included, sorted
+// byte-wise by path: the files of a bundle as a push or a fetch sends them, in the order
+// it sends them. Judges entries as DigestBundle does (the files sent are the files
+// signed): INVALID_ARGUMENT names an entry that is a symlink, FIFO, socket or device,
+// cannot be examined or has a name that is not UTF-8, and says so when `dir` is not a
+// directory. Reads no file's bytes. An empty directory is an empty list.
+absl::StatusOr<std::vector<BundleFileEntry>> ListBundleFiles(const std::filesystem::path& dir);
+
+// The SHA-256 of the regular file `file`, read to its end (a symlink is refused).
+// INVALID_ARGUMENT names the file when it cannot be read.
+absl::StatusOr<Sha256Digest> Sha256OfFile(const std::filesystem::path& file);
 
 // The canonical digest of files already hashed: '/'-separated relative path -> SHA-256 of
 // the file's bytes, bundle.sig left out by the caller. What DigestBundle computes once it

@@ -72,6 +72,10 @@ absl::string_view ReasonToken(ErrorReason reason);
 // Builds a status whose code is the canonical one for `reason` (e.g. kBundleNotFound ->
 // NOT_FOUND, kManifestInvalid -> INVALID_ARGUMENT) carrying the reason as payload.
 absl::Status MakeError(ErrorReason reason, absl::string_view message);
+// The same with `code` instead of the canonical one, where the reason's usual code would
+// mislead: e.g. DIGEST_MISMATCH as FAILED_PRECONDITION when a host does not have the build
+// asked for (the request is well-formed). `code` must not be kOk.
+absl::Status MakeError(ErrorReason reason, absl::StatusCode code, absl::string_view message);
 
 // The reason carried by `status`; kUnspecified for OK or foreign statuses.
 ErrorReason ReasonOf(const absl::Status& status);

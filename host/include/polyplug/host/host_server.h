@@ -75,6 +75,19 @@ struct HostServerOptions {
   // Reload bundles when their files change (BundleWatcher); needs bundle roots.
   bool watch = false;
   absl::Duration watch_settle = absl::Milliseconds(200);
+  // Join a fleet (docs/FLEET.md): register in etcd at `etcd_endpoints` ("HOST:PORT"),
+  // follow the fleet's desired state, fetch what is missing from peers into deploy_root
+  // (required) and acknowledge it. Empty: not in a fleet. etcd being unreachable never
+  // stops the host: it serves its local bundles and keeps trying.
+  std::string fleet;
+  std::vector<std::string> etcd_endpoints;
+  // The host's name in the fleet; empty: "<hostname>-<advertised address>" (stable across
+  // restarts, so that a restarted host takes its place again).
+  std::string fleet_host_id;
+  // Where peers and polyplugctl reach this host; empty: the first listen address.
+  std::string fleet_advertise;
+  // The host's registration lives this long without etcd hearing from it.
+  absl::Duration fleet_lease_ttl = absl::Seconds(10);
   // Set by polyplug-host --supervise for the server it runs (CrashRecovery): the
   // supervisor's state directory (state_dir is ignored then), the pipe to report readiness
   // on, and how many times it restarted the server before.
