@@ -308,6 +308,22 @@ TEST_F(FleetRolloutTest, AnUnreachableEtcdAtStartIsReportedAndTheHostServesItsBu
                   .ok());
   ASSERT_EQ(listed.bundles_size(), 1);
   EXPECT_EQ(listed.bundles(0).name(), "counter");
+
+  // polyplugctl: an unreachable etcd is exit code 3, naming it; a missing flag is usage.
+  ProcessResult rollout = RunProcess({POLYPLUGCTL_BINARY, "rollout",
+                                      TestBundleDir("counter_v2").string(), "--fleet", kFleet,
+                                      "--etcd", "127.0.0.1:1"});
+  EXPECT_EQ(rollout.exit_code, 3) << rollout.out << rollout.err;
+  EXPECT_THAT(rollout.err, HasSubstr("etcd unreachable at 127.0.0.1:1"));
+  ProcessResult usage =
+      RunProcess({POLYPLUGCTL_BINARY, "rollout", TestBundleDir("counter_v2").string()});
+  EXPECT_EQ(usage.exit_code, 2);
+  EXPECT_THAT(usage.err, HasSubstr("--fleet NAME is required"));
+  ProcessResult canary = RunProcess({POLYPLUGCTL_BINARY, "rollout",
+                                     TestBundleDir("counter_v2").string(), "--fleet", kFleet,
+                                     "--etcd", "127.0.0.1:1", "--canary", "150%"});
+  EXPECT_EQ(canary.exit_code, 2);
+  EXPECT_THAT(canary.err, HasSubstr("--canary wants a number of hosts"));
 }
 
 }  // namespace
