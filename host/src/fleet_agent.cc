@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "host/src/bundle_upload.h"
@@ -71,8 +72,16 @@ FleetAgent::FleetAgent(core::Runtime& runtime, OperationWorker& worker, DeployRo
       keys_(options_.fleet),
       etcd_(std::move(etcd)) {}
 
-void FleetAgent::Join(const std::string& listen_address) {
-  if (options_.address.empty()) options_.address = listen_address;
+void FleetAgent::Join(const std::vector<std::string>& listen_addresses) {
+  if (options_.address.empty() && !listen_addresses.empty()) {
+    options_.address = listen_addresses.front();
+    for (const std::string& address : listen_addresses) {
+      if (!absl::StartsWith(address, "unix:")) {
+        options_.address = address;
+        break;
+      }
+    }
+  }
   if (options_.host_id.empty()) {
     char name[256] = {};
     if (gethostname(name, sizeof(name) - 1) != 0) std::snprintf(name, sizeof(name), "host");
@@ -508,7 +517,15 @@ absl::StatusOr<std::unique_ptr<BundleUpload>> FleetAgent::FetchFrom(const std::s
                                                                     const std::string& digest) {
   std::shared_ptr<grpc::Channel>& channel = peers_[address];
   if (channel == nullptr) {
-    channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (!options_.peer_root_certs_pem.empty() && !absl::StartsWith(address, "unix:")) {
+      grpc::SslCredentialsOptions tls;
+      tls.pem_root_certs = options_.peer_root_certs_pem;
+      tls.pem_cert_chain = options_.peer_cert_pem;
+      tls.pem_private_key = options_.peer_key_pem;
+      credentials = grpc::SslCredentials(tls);
+    }
+    channel = grpc::CreateChannel(address, credentials);
   }
   auto stub = v1::PluginHost::NewStub(channel);
   grpc::ClientContext context;

@@ -56,6 +56,12 @@ struct FleetAgentOptions {
   absl::Duration lease_ttl = absl::Seconds(10);
   // Sent as "authorization: Bearer" to peers' FetchBundle (the fleet's hosts share it).
   std::string peer_token;
+  // Peers at TCP addresses are called over TLS when set: their certificates must chain to
+  // these roots, and the host presents peer_cert_pem/peer_key_pem (its own certificate)
+  // to peers that ask for a client certificate. Empty: plaintext. Unix sockets are always
+  // plaintext (the peer is on this machine).
+  std::string peer_root_certs_pem;
+  std::string peer_cert_pem, peer_key_pem;
   // How long a fetch may keep trying the peers before the apply fails (FETCH_FAILED).
   absl::Duration fetch_timeout = absl::Seconds(30);
   std::function<void(const std::string&)> log;  // one line, without the "fleet: " prefix
@@ -71,9 +77,9 @@ class FleetAgent {
                                                             DeployRoot& deploy_root,
                                                             FleetAgentOptions options);
   // Starts the agent's thread, which registers the host and follows the desired state;
-  // does not wait for etcd. `listen_address` is the address to advertise unless the
-  // options name one. Once.
-  void Join(const std::string& listen_address);
+  // does not wait for etcd. Unless the options name an address, the host advertises the
+  // first TCP address of `listen_addresses` (a fleet spans machines), else the first. Once.
+  void Join(const std::vector<std::string>& listen_addresses);
   ~FleetAgent();  // Stop()
 
   FleetAgent(const FleetAgent&) = delete;

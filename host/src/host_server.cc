@@ -342,6 +342,12 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
     fleet.address = options.fleet_advertise;
     fleet.lease_ttl = options.fleet_lease_ttl;
     fleet.peer_token = options.auth_token;
+    // A fleet's hosts usually share one CA: the one that signs the clients this host
+    // accepts (--tls-client-ca) signs its peers too, unless --fleet-peer-ca says otherwise.
+    fleet.peer_root_certs_pem =
+        options.fleet_peer_ca_pem.empty() ? options.tls_client_ca_pem : options.fleet_peer_ca_pem;
+    fleet.peer_cert_pem = options.tls_cert_pem;
+    fleet.peer_key_pem = options.tls_key_pem;
     fleet.host_version = POLYPLUG_HOST_VERSION;
     fleet.log = [](const std::string& line) {
       std::fprintf(stderr, "polyplug-host: fleet: %s\n", line.c_str());
@@ -419,7 +425,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Serve(core::Runtime* app
   impl->service->SetListenAddresses(impl->listeners->addresses());
   impl->keep_warm = std::make_unique<ExecutorKeepWarm>(*impl->server);
   if (impl->recovery) impl->recovery->MarkReady(rt, impl->listeners->addresses());
-  if (impl->fleet) impl->fleet->Join(impl->listeners->addresses().front());
+  if (impl->fleet) impl->fleet->Join(impl->listeners->addresses());
   undo_loads.runtime = nullptr;  // started: the bundles stay
   return std::unique_ptr<HostServer>(new HostServer(std::move(impl)));
 }

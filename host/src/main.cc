@@ -96,7 +96,11 @@ ABSL_FLAG(std::string, fleet_host_id, "",
           "--fleet: this host's name in the fleet (default: <hostname>-<advertised address>).");
 ABSL_FLAG(std::string, fleet_advertise, "",
           "--fleet: the address peers and polyplugctl reach this host at (default: the first "
-          "--listen address).");
+          "TCP --listen address, else the first).");
+ABSL_FLAG(std::string, fleet_peer_ca, "",
+          "--fleet: PEM CA certificates peers' TLS certificates must chain to; peers at TCP "
+          "addresses are then fetched from over TLS, with --tls-cert/--tls-key as this host's "
+          "client certificate (default: --tls-client-ca; neither: plaintext).");
 ABSL_FLAG(absl::Duration, fleet_lease_ttl, absl::Seconds(10),
           "--fleet: how long the host stays registered without reaching etcd.");
 // Set by --supervise for the server it runs; not for people.
@@ -235,7 +239,8 @@ int main(int argc, char** argv) {
   if (!ReadFile(absl::GetFlag(FLAGS_auth_token_file), "auth-token-file", &options.auth_token) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_cert), "tls-cert", &options.tls_cert_pem) ||
       !ReadFile(absl::GetFlag(FLAGS_tls_key), "tls-key", &options.tls_key_pem) ||
-      !ReadFile(absl::GetFlag(FLAGS_tls_client_ca), "tls-client-ca", &options.tls_client_ca_pem)) {
+      !ReadFile(absl::GetFlag(FLAGS_tls_client_ca), "tls-client-ca", &options.tls_client_ca_pem) ||
+      !ReadFile(absl::GetFlag(FLAGS_fleet_peer_ca), "fleet-peer-ca", &options.fleet_peer_ca_pem)) {
     return 2;
   }
   options.auth_token = std::string(absl::StripAsciiWhitespace(options.auth_token));

@@ -4,6 +4,7 @@
 // through an etcd watch.
 #include <signal.h>
 
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "host/host_fixture.h"
+#include "host/test_pki.h"
 #include "polyplug/core/bundle_signature.h"
 #include "support/bundle_fixture.h"
 
@@ -291,6 +293,60 @@ TEST_F(FleetRolloutTest, AHostThatJoinsAfterTheRolloutConverges) {
   EXPECT_EQ(RunningVersion(kHosts, "counter"), "2.0.0");
 }
 
+// Hosts that serve TCP with mutual TLS and a token: polyplugctl pushes to the first host
+// over TLS with a client certificate, and the other host fetches from it over TLS, with its
+// own certificate and the shared token.
+TEST_F(FleetRolloutTest, PeersFetchOverMutualTlsWithTheSharedToken) {
+  fs::create_directories(dir_.path() / "pki");
+  auto pki = MakePki(dir_.path() / "pki");
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  const fs::path token = dir_.path() / "token";
+  std::ofstream(token) << "fleet-secret\n";
+  for (int i = 1; i <= 2; ++i) {
+    std::vector<std::string> args = {"--deploy-root",
+                                     (dir_.path() / absl::StrCat("deploy-", i)).string(),
+                                     "--fleet",
+                                     kFleet,
+                                     "--etcd",
+                                     etcd_cluster_->endpoints(),
+                                     "--fleet-host-id",
+                                     HostId(i),
+                                     "--tls-cert",
+                                     pki->server_cert.string(),
+                                     "--tls-key",
+                                     pki->server_key.string(),
+                                     "--tls-client-ca",
+                                     pki->ca_cert.string(),
+                                     "--auth-token-file",
+                                     token.string()};
+    hosts_[i] = std::make_unique<HostProcess>(args, "fleet-secret");
+    hosts_[i]->AddListenAddress("127.0.0.1:0");
+    const absl::Status started = hosts_[i]->Start();
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  WaitFor("both hosts registered with their TCP address", [&](const fleet::FleetState& state) {
+    if (state.hosts().size() != 2) return false;
+    for (const auto& [id, record] : state.hosts()) {
+      if (!absl::StartsWith(record.address(), "127.0.0.1:")) return false;
+    }
+    return true;
+  });
+  ProcessResult result =
+      RunProcess({POLYPLUGCTL_BINARY, "rollout", TestBundleDir("counter_v2").string(), "--fleet",
+                  kFleet, "--etcd", etcd_cluster_->endpoints(), "--tls-ca", pki->ca_cert.string(),
+                  "--tls-cert", pki->client_cert.string(), "--tls-key", pki->client_key.string()},
+                 {{"POLYPLUG_TOKEN", "fleet-secret"}});
+  ASSERT_EQ(result.exit_code, 0) << result.out << result.err;
+  EXPECT_THAT(result.out, HasSubstr("2 hosts run it"));
+  for (int i = 1; i <= 2; ++i) EXPECT_EQ(RunningVersion(i, "counter"), "2.0.0") << i;
+  // The second host got the bytes from the first, over TLS.
+  bool fetched = false;
+  for (int i = 1; i <= 2; ++i) {
+    fetched |= absl::StrContains(hosts_[i]->Stderr(), "fetch of counter: sent");
+  }
+  EXPECT_TRUE(fetched);
+}
+
 TEST_F(FleetRolloutTest, AnUnreachableEtcdAtStartIsReportedAndTheHostServesItsBundles) {
   // A port nothing listens on.
   CopyBundle(TestBundleDir("counter_v1"), dir_.path() / "local" / "counter");
@@ -310,18 +366,18 @@ TEST_F(FleetRolloutTest, AnUnreachableEtcdAtStartIsReportedAndTheHostServesItsBu
   EXPECT_EQ(listed.bundles(0).name(), "counter");
 
   // polyplugctl: an unreachable etcd is exit code 3, naming it; a missing flag is usage.
-  ProcessResult rollout = RunProcess({POLYPLUGCTL_BINARY, "rollout",
-                                      TestBundleDir("counter_v2").string(), "--fleet", kFleet,
-                                      "--etcd", "127.0.0.1:1"});
+  ProcessResult rollout =
+      RunProcess({POLYPLUGCTL_BINARY, "rollout", TestBundleDir("counter_v2").string(), "--fleet",
+                  kFleet, "--etcd", "127.0.0.1:1"});
   EXPECT_EQ(rollout.exit_code, 3) << rollout.out << rollout.err;
   EXPECT_THAT(rollout.err, HasSubstr("etcd unreachable at 127.0.0.1:1"));
   ProcessResult usage =
       RunProcess({POLYPLUGCTL_BINARY, "rollout", TestBundleDir("counter_v2").string()});
   EXPECT_EQ(usage.exit_code, 2);
   EXPECT_THAT(usage.err, HasSubstr("--fleet NAME is required"));
-  ProcessResult canary = RunProcess({POLYPLUGCTL_BINARY, "rollout",
-                                     TestBundleDir("counter_v2").string(), "--fleet", kFleet,
-                                     "--etcd", "127.0.0.1:1", "--canary", "150%"});
+  ProcessResult canary =
+      RunProcess({POLYPLUGCTL_BINARY, "rollout", TestBundleDir("counter_v2").string(), "--fleet",
+                  kFleet, "--etcd", "127.0.0.1:1", "--canary", "150%"});
   EXPECT_EQ(canary.exit_code, 2);
   EXPECT_THAT(canary.err, HasSubstr("--canary wants a number of hosts"));
 }

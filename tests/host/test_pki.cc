@@ -60,7 +60,7 @@ absl::StatusOr<Pki> MakePki(const fs::path& dir) {
             "[server]\n"
             "basicConstraints = CA:FALSE\n"
             "keyUsage = critical,digitalSignature\n"
-            "extendedKeyUsage = serverAuth\n"
+            "extendedKeyUsage = serverAuth,clientAuth\n"
             "subjectAltName = IP:127.0.0.1,DNS:localhost\n"
             "authorityKeyIdentifier = keyid\n"
             "[client]\n"

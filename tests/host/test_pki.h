@@ -17,7 +17,8 @@ namespace polyplug::test {
 absl::Status Run(const std::vector<std::string>& argv, const std::filesystem::path& cwd,
                  const std::filesystem::path& log);
 
-// A CA with a server certificate (SAN IP 127.0.0.1, DNS localhost) and a client
+// A CA with a server certificate (SAN IP 127.0.0.1, DNS localhost; also good as a client
+// certificate, as a fleet host's own certificate is when it calls its peers) and a client
 // certificate, and an unrelated CA with a client certificate of its own. EC P-256 keys,
 // valid for two days.
 struct Pki {

@@ -84,8 +84,13 @@ struct HostServerOptions {
   // The host's name in the fleet; empty: "<hostname>-<advertised address>" (stable across
   // restarts, so that a restarted host takes its place again).
   std::string fleet_host_id;
-  // Where peers and polyplugctl reach this host; empty: the first listen address.
+  // Where peers and polyplugctl reach this host; empty: the first TCP listen address,
+  // else the first.
   std::string fleet_advertise;
+  // PEM roots that peers' TLS certificates must chain to: peers at TCP addresses are then
+  // called over TLS, presenting tls_cert_pem/tls_key_pem when they ask for a client
+  // certificate. Empty: tls_client_ca_pem; both empty: plaintext.
+  std::string fleet_peer_ca_pem;
   // The host's registration lives this long without etcd hearing from it.
   absl::Duration fleet_lease_ttl = absl::Seconds(10);
   // Set by polyplug-host --supervise for the server it runs (CrashRecovery): the
