@@ -55,9 +55,9 @@ class FleetRolloutTest : public ::testing::Test {
 
   static std::string HostId(int i) { return absl::StrCat("host-", i); }
 
-  // Starts host i (1-based) of the fleet, with its deploy root kept across restarts, and
-  // waits until it registered.
-  HostProcess& StartHost(int i, std::vector<std::string> extra = {}) {
+  // The flags of host i (1-based) of the fleet, with its deploy root kept across restarts
+  // and a short lease (a killed host drops out soon), then `extra`.
+  std::vector<std::string> HostArgs(int i, const std::vector<std::string>& extra = {}) const {
     std::vector<std::string> args = {"--deploy-root",
                                      (dir_.path() / absl::StrCat("deploy-", i)).string(),
                                      "--fleet",
@@ -69,7 +69,12 @@ class FleetRolloutTest : public ::testing::Test {
                                      "--fleet-lease-ttl",
                                      "2s"};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto host = std::make_unique<HostProcess>(args);
+    return args;
+  }
+
+  // Starts host i with HostArgs(i, extra) and waits until it registered.
+  HostProcess& StartHost(int i, std::vector<std::string> extra = {}) {
+    auto host = std::make_unique<HostProcess>(HostArgs(i, extra));
     const absl::Status started = host->Start();
     EXPECT_TRUE(started.ok()) << started;
     hosts_[i] = std::move(host);
@@ -303,22 +308,9 @@ TEST_F(FleetRolloutTest, PeersFetchOverMutualTlsWithTheSharedToken) {
   const fs::path token = dir_.path() / "token";
   std::ofstream(token) << "fleet-secret\n";
   for (int i = 1; i <= 2; ++i) {
-    std::vector<std::string> args = {"--deploy-root",
-                                     (dir_.path() / absl::StrCat("deploy-", i)).string(),
-                                     "--fleet",
-                                     kFleet,
-                                     "--etcd",
-                                     etcd_cluster_->endpoints(),
-                                     "--fleet-host-id",
-                                     HostId(i),
-                                     "--tls-cert",
-                                     pki->server_cert.string(),
-                                     "--tls-key",
-                                     pki->server_key.string(),
-                                     "--tls-client-ca",
-                                     pki->ca_cert.string(),
-                                     "--auth-token-file",
-                                     token.string()};
+    const std::vector<std::string> args = HostArgs(
+        i, {"--tls-cert", pki->server_cert.string(), "--tls-key", pki->server_key.string(),
+            "--tls-client-ca", pki->ca_cert.string(), "--auth-token-file", token.string()});
     hosts_[i] = std::make_unique<HostProcess>(args, "fleet-secret");
     hosts_[i]->AddListenAddress("127.0.0.1:0");
     const absl::Status started = hosts_[i]->Start();
