@@ -104,6 +104,11 @@ void FleetAgent::Stop() {
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
     if (fetching_ != nullptr) fetching_->TryCancel();
+    if (deploy_wait_ != nullptr) {
+      std::lock_guard<std::mutex> wait_lock(deploy_wait_->mu);
+      deploy_wait_->stop = true;
+      deploy_wait_->cv.notify_all();
+    }
   }
   cv_.notify_all();
   etcd_->Shutdown();  // a call in progress (etcd down, say) ends within an attempt
@@ -325,6 +330,10 @@ void FleetAgent::Apply(const std::string& bundle, const Desired& desired) {
         "applied ", bundle, " ", want.version(), " (", Short(want.bundle_digest()),
         ") of desired revision ", desired.mod_revision, ", rollout ", record.rollout_id(), ", in ",
         absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Microseconds(100)))));
+  } else if (core::ReasonOf(applied) == ErrorReason::kShuttingDown) {
+    // Not the build's fault: no NACK. The next start applies it again.
+    Log(absl::StrCat("stopped before applying ", bundle, " ", want.version()));
+    return;
   } else {
     status.set_state(fv1::APPLY_STATE_FAILED);
     status.set_reason(ReasonTokenOf(applied, "FETCH_FAILED"));
@@ -477,27 +486,45 @@ absl::Status FleetAgent::FetchAndDeploy(const std::string& bundle,
                                                 core::SignaturePolicy::kRequired, {*key});
     if (!verified.ok()) return verified.status();
   }
-  // Placed and loaded where every mutation runs, one at a time.
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  bool done = false;
-  DeployOutcome outcome;
-  outcome.failure = MakeError(ErrorReason::kShuttingDown, "the host stopped before the reload");
+  // Placed and loaded where every mutation runs, one at a time. With a pumped worker (an
+  // application's frame loop) the operation waits for the application: a Stop() meanwhile
+  // ends the wait, and the task keeps what it uses alive in case it runs later.
+  auto wait = std::make_shared<DeployWait>();
+  wait->outcome.failure =
+      MakeError(ErrorReason::kShuttingDown, "the host stopped before the reload");
+  std::shared_ptr<BundleUpload> placed(std::move(upload));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return wait->outcome.failure;
+    deploy_wait_ = wait;
+  }
   worker_.Post(
-      [&] {
-        DeployOutcome out = deploy_root_.Deploy(runtime_, *upload);
-        std::lock_guard<std::mutex> lock(done_mu);
-        outcome = std::move(out);
-        done = true;
-        done_cv.notify_all();
+      [wait, placed, root = &deploy_root_, runtime = &runtime_] {
+        DeployOutcome out = root->Deploy(*runtime, *placed);
+        std::lock_guard<std::mutex> lock(wait->mu);
+        wait->outcome = std::move(out);
+        wait->done = true;
+        wait->cv.notify_all();
       },
-      [&] {
-        std::lock_guard<std::mutex> lock(done_mu);
-        done = true;
-        done_cv.notify_all();
+      [wait] {
+        std::lock_guard<std::mutex> lock(wait->mu);
+        wait->done = true;
+        wait->cv.notify_all();
       });
-  std::unique_lock<std::mutex> lock(done_mu);
-  done_cv.wait(lock, [&] { return done; });
+  DeployOutcome outcome;
+  {
+    std::unique_lock<std::mutex> lock(wait->mu);
+    wait->cv.wait(lock, [&] { return wait->done || wait->stop; });
+    if (wait->done) {
+      outcome = std::move(wait->outcome);
+    } else {
+      outcome.failure = MakeError(ErrorReason::kShuttingDown, "the host stopped before the reload");
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    deploy_wait_.reset();
+  }
   switch (outcome.action) {
     case DeployOutcome::Action::kLoaded:
     case DeployOutcome::Action::kReloaded:

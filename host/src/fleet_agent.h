@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "fleet/src/etcd_client.h"
 #include "fleet/src/fleet_keys.h"
+#include "host/src/deploy_root.h"
 #include "polyplug/fleet/v1/fleet.pb.h"
 
 namespace grpc {
@@ -42,8 +43,6 @@ struct PhaseEvent;
 
 namespace polyplug::host {
 
-class BundleUpload;
-class DeployRoot;
 class OperationWorker;
 
 struct FleetAgentOptions {
@@ -160,6 +159,16 @@ class FleetAgent {
   bool host_record_stale_ = true;            // guarded by mu_
   std::map<std::string, Desired> desired_;   // guarded by mu_
   grpc::ClientContext* fetching_ = nullptr;  // guarded by mu_: Stop() cancels the fetch
+  // A deploy posted to the operation worker and waited for; shared with its task, which
+  // may outlive the wait (Stop() ends the wait).
+  struct DeployWait {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+    bool stop = false;  // guarded by mu
+    DeployOutcome outcome;
+  };
+  std::shared_ptr<DeployWait> deploy_wait_;  // guarded by mu_
   std::thread thread_;
 };
 
