@@ -8,7 +8,7 @@ packages=(
   libabsl-dev libtomlplusplus-dev libssl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev libgrpc-dev protobuf-compiler-grpc
-  grpc-proto python3 python3-grpcio python3-protobuf
+  grpc-proto python3 python3-grpcio python3-protobuf python3-pytest python3-mypy openssl
   etcd-server
   libclang-rt-dev clang-format
 )

@@ -40,6 +40,10 @@
 //               one in-process reload (as in `reload`), interleaved. Then the etcd writes
 //               one rollout makes with 5, 20 and 50 hosts (must grow linearly), and its
 //               time there.
+//   python      The Python client (client/python, tests/bench/python_client_bench.py)
+//               against the C++ client on one host: FindContract and Reload per call (the
+//               Python overhead, no target), and the events per second each subscriber takes
+//               in while the host replays its journal as fast as the reader reads.
 // --quick shortens every section (the whole run takes well under a minute) and is a smoke
 // test: it shows the benchmark works, never how fast anything is. --json prints one object
 // per figure.
@@ -74,6 +78,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -1305,6 +1310,134 @@ void RunThroughput(const Options& options, Report& report) {
        absl::StrFormat("Echo %.0f/s; Echo/Invoke %.2f", invoke_floor, invoke_floor / invoke_qps)});
 }
 
+// ---- python --------------------------------------------------------------------------
+
+// What one client measured: per-call times, and events per second taken in from a replay.
+struct ClientFigures {
+  Percentiles find, reload;
+  double replay_per_s = 0;
+  double aio_replay_per_s = 0;  // Python only: `async for` on grpc.aio
+};
+
+// The C++ client's FindContract and Reload calls, as python_client_bench.py makes them.
+ClientFigures MeasureCppCalls(HostClient& client, int calls, int reloads) {
+  std::vector<double> find, reload;
+  for (int i = 0; i < calls + calls / 10; ++i) {
+    const auto start = Clock::now();
+    Check(client.FindContract("test.counter@1"), "FindContract");
+    if (i >= calls / 10) find.push_back(ElapsedUs(start));
+  }
+  for (int i = 0; i < reloads + 5; ++i) {
+    const auto start = Clock::now();
+    const v1::ReloadResponse response = Check(client.Reload("counter"), "Reload");
+    if (response.outcome() != v1::RELOAD_OUTCOME_RELOADED) Die("the reload failed");
+    if (i >= 5) reload.push_back(ElapsedUs(start));
+  }
+  return {Summarise(find), Summarise(reload), 0, 0};
+}
+
+// Events per second a C++ subscriber takes in from the host's journal, from its first event
+// up to `last_seq` of `epoch`.
+double CppReplayPerSecond(HostClient& client, uint64_t epoch, uint64_t last_seq) {
+  std::mutex mu;
+  std::condition_variable done;
+  uint64_t events = 0;
+  bool reached = false;
+  polyplug::client::PhaseHandlers handlers;
+  auto count = [&](const polyplug::client::PhaseEvent& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++events;
+    if (e.seq >= last_seq) reached = true;
+    if (reached) done.notify_all();
+  };
+  handlers.on_preparing = handlers.on_reloaded = handlers.on_failed = handlers.on_unloading =
+      handlers.on_loaded = count;
+  polyplug::client::SubscribeOptions options;
+  options.resume_after = polyplug::client::Cursor{epoch, 0};
+  options.strict_resume = true;
+  const auto start = Clock::now();
+  auto subscription = client.Subscribe(std::move(handlers), options);
+  std::unique_lock<std::mutex> lock(mu);
+  if (!done.wait_for(lock, std::chrono::seconds(120), [&] { return reached; })) {
+    Die("the C++ replay did not reach the last event");
+  }
+  return static_cast<double>(events) / (ElapsedUs(start) / 1e6);
+}
+
+// python_client_bench.py against `address`; its figures.
+ClientFigures MeasurePython(const std::string& address, int calls, int reloads, uint64_t last_seq) {
+  const ScratchDir scratch;
+  const fs::path out = scratch.path() / "python.json";
+  polyplug::test::SpawnOptions spawn;
+  spawn.argv = {
+      "/usr/bin/python3", POLYPLUG_PYTHON_BENCH_SCRIPT, "--host",    address,
+      "--calls",          absl::StrCat(calls),          "--reloads", absl::StrCat(reloads),
+      "--replay-to",      absl::StrCat(last_seq)};
+  spawn.env = {{"PYTHONPATH", POLYPLUG_PYTHON_DIR}};
+  spawn.out = polyplug::test::Redirect::Truncate(out);
+  const pid_t pid = Check(polyplug::test::Spawn(spawn), "python_client_bench.py");
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string text = ReadFileText(out);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) Die("python_client_bench.py: " + text);
+  // {"find_us": {"p50": x, "p99": y}, "reload_us": {...}, ..., "replay_events_per_s": z}
+  auto number_after = [&](const std::string& object, const std::string& key) {
+    size_t at = text.find("\"" + object + "\"");
+    if (at == std::string::npos) Die("no " + object + " in " + text);
+    if (!key.empty()) at = text.find("\"" + key + "\"", at);
+    at = text.find(':', at) + 1;
+    double value = 0;
+    const std::string digits = text.substr(at, text.find_first_of(",}", at) - at);
+    if (!absl::SimpleAtod(absl::StripAsciiWhitespace(digits), &value)) {
+      Die("bad " + object + " in " + text);
+    }
+    return value;
+  };
+  ClientFigures figures;
+  figures.find = {number_after("find_us", "p50"), number_after("find_us", "p99"), 0};
+  figures.reload = {number_after("reload_us", "p50"), number_after("reload_us", "p99"), 0};
+  figures.replay_per_s = number_after("replay_events_per_s", "");
+  figures.aio_replay_per_s = number_after("aio_replay_events_per_s", "");
+  return figures;
+}
+
+void RunPython(const Options& options, Report& report) {
+  const int calls = options.quick ? 200 : 3000;
+  const int reloads = options.quick ? 10 : 200;
+  const int journal_reloads = options.quick ? 50 : 2500;  // two events each
+  BenchHost host({"--journal-size", "20000"});
+  HostClient& client = host.client();
+  for (int i = 0; i < journal_reloads; ++i) Check(client.Reload("counter"), "Reload");
+  // The C++ client before and after the Python one, so that both see the same machine.
+  const ClientFigures before = MeasureCppCalls(client, calls, reloads);
+  const v1::HostInfo info = Check(client.GetHostInfo(), "GetHostInfo");
+  const ClientFigures python = MeasurePython(host.unix_address(), calls, reloads, info.last_seq());
+  const ClientFigures after = MeasureCppCalls(client, calls, reloads);
+  const double cpp_replay = CppReplayPerSecond(client, info.host_epoch(), info.last_seq());
+  auto mean = [](double a, double b) { return (a + b) / 2; };
+  const double find_floor = mean(before.find.p50, after.find.p50);
+  const double reload_floor = mean(before.reload.p50, after.reload.p50);
+  report.Add({"python", "FindContract p50 (Python)", python.find.p50, "us", find_floor,
+              std::nullopt,
+              absl::StrFormat("floor: the C++ client's p50; Python adds %.0f us per call",
+                              python.find.p50 - find_floor)});
+  report.Add({"python", "FindContract p99 (Python)", python.find.p99, "us",
+              mean(before.find.p99, after.find.p99), std::nullopt, "floor: the C++ client's p99"});
+  report.Add({"python", "Reload p50 (Python)", python.reload.p50, "us", reload_floor, std::nullopt,
+              absl::StrFormat("floor: the C++ client's p50; Python adds %.0f us per call",
+                              python.reload.p50 - reload_floor)});
+  report.Add({"python", "Reload p99 (Python)", python.reload.p99, "us",
+              mean(before.reload.p99, after.reload.p99), std::nullopt,
+              "floor: the C++ client's p99"});
+  report.Add({"python", "events per second a Python subscriber takes in (iterator)",
+              python.replay_per_s, "events/s", std::nullopt, std::nullopt,
+              absl::StrFormat("the C++ client: %.0f events/s (%.2fx); %d events replayed",
+                              cpp_replay, cpp_replay / python.replay_per_s, info.last_seq())});
+  report.Add({"python", "events per second a Python subscriber takes in (async for)",
+              python.aio_replay_per_s, "events/s", std::nullopt, std::nullopt,
+              absl::StrFormat("the C++ client: %.2fx", cpp_replay / python.aio_replay_per_s)});
+}
+
 }  // namespace
 
 // ---- the hammer ----------------------------------------------------------------------------
@@ -1509,7 +1642,7 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--hammer") return RunHammer(argv[2]);
   Options options;
   const std::set<std::string> known = {"rpc",       "reload",     "push",     "fanout", "sporadic",
-                                       "sustained", "throughput", "embedded", "fleet"};
+                                       "sustained", "throughput", "embedded", "fleet",  "python"};
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--json") {
@@ -1539,6 +1672,7 @@ int main(int argc, char** argv) {
   if (options.Wants("embedded")) RunEmbedded(options, report);
   if (options.Wants("sporadic")) RunSporadic(options, report);
   if (options.Wants("fleet")) RunFleet(options, report);
+  if (options.Wants("python")) RunPython(options, report);
   report.Summary();
   return 0;
 }

@@ -2,15 +2,15 @@
 // cascade, an unload) run once against an in-process core::Runtime with its phase
 // callback, and once through a real polyplug-host with client::Subscribe. The two
 // recorded sequences are equal field by field (the host epoch, which is random per start,
-// and wall-clock timestamps aside).
+// and wall-clock timestamps aside). The scenario is in equivalence_scenario.h, which
+// inprocess_recorder shares for the Python client's tests.
 #include <filesystem>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "client/client_fixture.h"
+#include "client/equivalence_scenario.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "polyplug/client/host_client.h"
@@ -21,32 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace v1 = ::polyplug::host::v1;
-
-// What the scenario does, however it is done.
-struct Operations {
-  std::function<void(const fs::path& dir)> load;
-  std::function<void(const std::string& name, bool expect_reloaded)> reload;
-  std::function<void(const std::string& name)> unload_with_dependents;
-};
-
-// A fresh bundle root at `root` holding the chain_a <- chain_b <- chain_c dependency chain.
-void PrepareRoot(const fs::path& root) {
-  fs::remove_all(root);
-  fs::create_directories(root);
-  for (const char* target : {"chain_a", "chain_b", "chain_c"}) CopyTestBundle(target, root);
-}
-
-// Runs after the host (or runtime) loaded `root`.
-void RunScenario(const fs::path& root, const Operations& ops) {
-  const fs::path counter = CopyTestBundle("counter_v1", root);
-  ops.load(counter);
-  OverwriteArtifact(TestBundleDir("counter_v2"), counter);
-  ops.reload("counter", true);
-  WriteFile(counter / "libcounter.so", "not an ELF file");
-  ops.reload("counter", false);
-  ops.reload("chain_a", true);  // cascades to chain_b, then chain_c
-  ops.unload_with_dependents("chain_a");
-}
 
 // The fields both sides must agree on, as a client::PhaseEvent (epoch and time zeroed).
 client::PhaseEvent Comparable(const core::PhaseEvent& e) {
@@ -79,41 +53,8 @@ TEST_F(CallbackEquivalenceTest, SubscribeSeesExactlyWhatTheInProcessCallbackSees
   const fs::path state = dir_.path() / "state";  // the same for both runs: same messages
 
   // 1. In process.
-  std::vector<core::PhaseEvent> in_process;
-  {
-    PrepareRoot(root());
-    // Declared before the runtime: its destructor unloads what is left and fires events.
-    std::mutex mu;
-    std::vector<core::PhaseEvent> recorded;
-    core::RuntimeOptions options;
-    options.state_dir = state;
-    auto runtime = core::Runtime::Create(options);
-    ASSERT_TRUE(runtime.ok()) << runtime.status();
-    (*runtime)->AddPhaseCallback([&](const PolyplugReloadPhase&, const core::PhaseEvent& e) {
-      std::lock_guard<std::mutex> lock(mu);
-      recorded.push_back(e);
-    });
-    ASSERT_TRUE((*runtime)->DiscoverAndLoad({root()}).ok());
-    core::Runtime& rt = **runtime;
-    RunScenario(root(),
-                {
-                    .load = [&](const fs::path& dir) { ASSERT_TRUE(rt.LoadBundle(dir).ok()); },
-                    .reload =
-                        [&](const std::string& name, bool expect_reloaded) {
-                          auto outcome = rt.ReloadBundleByName(name);
-                          ASSERT_TRUE(outcome.ok()) << outcome.status();
-                          EXPECT_EQ(outcome->ok(), expect_reloaded)
-                              << name << ": " << outcome->status;
-                        },
-                    .unload_with_dependents =
-                        [&](const std::string& name) {
-                          ASSERT_TRUE(rt.UnloadBundle(name, core::UnloadMode::kCascade).ok());
-                        },
-                });
-    // Destroying the runtime unloads the rest; those events are not part of the scenario.
-    std::lock_guard<std::mutex> lock(mu);
-    in_process = recorded;
-  }
+  const std::vector<core::PhaseEvent> in_process =
+      RecordInProcess(root(), state, [](const std::string& what) { ADD_FAILURE() << what; });
   ASSERT_FALSE(in_process.empty());
 
   // 2. Through polyplug-host and the client library.

@@ -1,0 +1,301 @@
+"""polyplug_client for asyncio tools, on grpcio's grpc.aio.
+
+    async with AsyncHostClient(target) as host:
+        response = await host.reload("greeter")
+        async for item in host.events():
+            ...
+
+AsyncHostClient has the calls of HostClient as coroutines, with the same arguments,
+results and exceptions, and events() as an async iterator with the same guarantees as
+HostClient.events() (the shared protocol is _stream.py). Tracked contracts and live
+instances are HostClient's (they run on threads); use a HostClient beside this one for them.
+Use an AsyncHostClient on one event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import asyncio
+from pathlib import Path
+from typing import Any, AsyncGenerator, Callable
+
+import grpc
+import grpc.aio
+
+from polyplug.host.v1 import host_pb2, host_pb2_grpc
+from polyplug_client import _health
+from polyplug_client._connection import (ConnectOptions, channel_arguments, channel_credentials,
+                                         check_options, default_host_target, normalize_target)
+from polyplug_client._push import Upload
+from polyplug_client._stream import Backoff, Delivery, StreamCore, SubscribeOptions, is_established
+from polyplug_client.client import ServingStatus
+from polyplug_client.errors import PolyplugError, error_from_rpc
+from polyplug_client.events import Cursor, SubscriptionItem
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class AsyncEventStream:
+    """An async iterator over what a subscription delivers, read on the event loop. An item
+    counts as handled, and `cursor` moves past it, when the next one is asked for. The
+    iteration ends after a Stopped or once close() was called."""
+
+    def __init__(self, client: AsyncHostClient, options: SubscribeOptions):
+        self._client = client
+        self._core = StreamCore(options)
+        self._closed = asyncio.Event()
+        self._call: Any = None
+        self._connected = False
+        self._iterator = self._run()
+
+    def __aiter__(self) -> AsyncEventStream:
+        return self
+
+    async def __anext__(self) -> SubscriptionItem:
+        return await self._iterator.__anext__()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def cursor(self) -> Cursor | None:
+        """The position of the last item handled."""
+        return self._core.cursor
+
+    @property
+    def connected(self) -> bool:
+        """True while a stream to the host is established."""
+        return self._connected
+
+    async def close(self) -> None:
+        """Ends the iteration: cancels the stream and wakes a reconnect wait."""
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+        try:
+            await self._iterator.aclose()
+        except RuntimeError:
+            pass  # a task is inside __anext__: the cancelled call ends its iteration
+
+    async def _run(self) -> AsyncGenerator[SubscriptionItem, None]:
+        options = self._client.options
+        backoff = Backoff(options.reconnect_initial_backoff, options.reconnect_max_backoff)
+        while not self._closed.is_set():
+            call = self._client._stub.SubscribeReloadPhases(
+                self._core.request(), metadata=self._client._metadata,
+                wait_for_ready=self._core.wait_for_ready)
+            self._call = call
+            error: PolyplugError | None = None
+            established = False
+            try:
+                established = is_established(await call.initial_metadata())
+                if established:
+                    self._connected = True
+                    backoff.reset()
+                    for item in self._hand_over(self._core.established()):
+                        yield item
+                async for message in call:
+                    if self._closed.is_set():
+                        break
+                    for delivery in self._core.on_message(message):
+                        if self._closed.is_set():
+                            return
+                        yield delivery.item
+                        if delivery.cursor is not None:
+                            self._core.cursor = delivery.cursor
+            except grpc.aio.AioRpcError as rpc_error:
+                error = error_from_rpc(rpc_error, self._client.target, None)
+            except asyncio.CancelledError:
+                call.cancel()
+                if self._closed.is_set():
+                    return  # close() cancelled the call: the iteration ends
+                raise
+            finally:
+                self._connected = False
+                self._call = None
+                call.cancel()
+            if self._closed.is_set():
+                return
+            deliveries, next_step = self._core.ended(error, established)
+            for delivery in deliveries:
+                yield delivery.item
+            if next_step == "stop":
+                return
+            if next_step == "backoff":
+                try:
+                    await asyncio.wait_for(self._closed.wait(), backoff.next_wait())
+                    return
+                except asyncio.TimeoutError:
+                    pass
+
+    def _hand_over(self, deliveries: list[Delivery]) -> list[SubscriptionItem]:
+        return [d.item for d in deliveries]
+
+
+class AsyncHostClient:
+    """One grpc.aio channel to a host; see HostClient for what each call does."""
+
+    def __init__(self, target: str | None = None, options: ConnectOptions | None = None, *,
+                 auth_token: str | None = None):
+        options = options or ConnectOptions()
+        if auth_token is not None:
+            options = dataclasses.replace(options, auth_token=auth_token)
+        self.target = normalize_target(default_host_target() if target is None else target)
+        check_options(options)
+        self.options = options
+        credentials = channel_credentials(options)
+        args = channel_arguments(options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=args)
+        else:
+            self._channel = grpc.aio.secure_channel(self.target, credentials, options=args)
+        self._stub = host_pb2_grpc.PluginHostStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if options.auth_token:
+            self._metadata = (("authorization", f"Bearer {options.auth_token}"),)
+
+    async def close(self) -> None:
+        """Closes the channel: calls and event streams in progress end."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncHostClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None,
+                    wait_for_ready: bool) -> Any:
+        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        try:
+            return await method(request, timeout=deadline, metadata=self._metadata,
+                                wait_for_ready=wait_for_ready)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, self.target, deadline) from None
+
+    async def reload(self, bundle: str, *, expected_sha256: str = "", request_id: str = "",
+                     timeout: float | None = None,
+                     wait_for_ready: bool = False) -> host_pb2.ReloadResponse:
+        """HostClient.reload."""
+        request = host_pb2.ReloadRequest(expected_sha256=expected_sha256, request_id=request_id)
+        if "/" in bundle:
+            request.path = bundle
+        else:
+            request.name = bundle
+        return await self._call(self._stub.Reload, request, timeout, wait_for_ready)
+
+    async def load_bundle(self, path: str, *, request_id: str = "",
+                          timeout: float | None = None,
+                          wait_for_ready: bool = False) -> host_pb2.LoadBundleResponse:
+        """HostClient.load_bundle."""
+        return await self._call(self._stub.LoadBundle,
+                                host_pb2.LoadBundleRequest(path=path, request_id=request_id),
+                                timeout, wait_for_ready)
+
+    async def unload_bundle(self, name: str, *, cascade: bool = False, request_id: str = "",
+                            timeout: float | None = None,
+                            wait_for_ready: bool = False) -> host_pb2.UnloadBundleResponse:
+        """HostClient.unload_bundle."""
+        return await self._call(
+            self._stub.UnloadBundle,
+            host_pb2.UnloadBundleRequest(name=name, cascade=cascade, request_id=request_id),
+            timeout, wait_for_ready)
+
+    async def push_bundle(self, directory: str | Path, *, request_id: str = "",
+                          timeout: float | None = None,
+                          wait_for_ready: bool = False) -> host_pb2.PushBundleResponse:
+        """HostClient.push_bundle."""
+        upload = Upload(Path(directory), request_id)
+        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        try:
+            response: host_pb2.PushBundleResponse = await self._stub.PushBundle(
+                upload.messages(), timeout=deadline, metadata=self._metadata,
+                wait_for_ready=wait_for_ready)
+        except grpc.aio.AioRpcError as error:
+            if upload.error is not None:
+                raise upload.error from None
+            raise error_from_rpc(error, self.target, deadline) from None
+        if upload.error is not None:
+            raise upload.error
+        return response
+
+    async def get_operation(self, request_id: str, *, wait: bool = False,
+                            timeout: float | None = None) -> host_pb2.Operation:
+        """HostClient.get_operation."""
+        return await self._call(self._stub.GetOperation,
+                                host_pb2.GetOperationRequest(request_id=request_id, wait=wait),
+                                timeout, False)
+
+    async def find_contract(self, contract: str, min_version: int = 0, *,
+                            timeout: float | None = None,
+                            wait_for_ready: bool = False) -> host_pb2.ContractHandle:
+        """HostClient.find_contract."""
+        return await self._call(
+            self._stub.FindContract,
+            host_pb2.FindContractRequest(name=contract, min_version=min_version), timeout,
+            wait_for_ready)
+
+    async def list_bundles(self, *, timeout: float | None = None,
+                           wait_for_ready: bool = False) -> host_pb2.ListBundlesResponse:
+        """HostClient.list_bundles."""
+        return await self._call(self._stub.ListBundles, host_pb2.ListBundlesRequest(), timeout,
+                                wait_for_ready)
+
+    async def list_contracts(self, bundle: str = "", *, timeout: float | None = None,
+                             wait_for_ready: bool = False) -> host_pb2.ListContractsResponse:
+        """HostClient.list_contracts."""
+        return await self._call(self._stub.ListContracts,
+                                host_pb2.ListContractsRequest(bundle=bundle), timeout,
+                                wait_for_ready)
+
+    async def get_host_info(self, *, timeout: float | None = None,
+                            wait_for_ready: bool = False) -> host_pb2.HostInfo:
+        """HostClient.get_host_info."""
+        return await self._call(self._stub.GetHostInfo, host_pb2.GetHostInfoRequest(), timeout,
+                                wait_for_ready)
+
+    async def echo(self, payload: bytes | str = b"", *, timeout: float | None = None,
+                   wait_for_ready: bool = False) -> bytes:
+        """HostClient.echo."""
+        response = await self._call(self._stub.Echo, host_pb2.EchoRequest(payload=_bytes(payload)),
+                                    timeout, wait_for_ready)
+        return bytes(response.payload)
+
+    async def check_health(self, service: str = "", *, timeout: float | None = None,
+                           wait_for_ready: bool = False) -> ServingStatus:
+        """HostClient.check_health."""
+        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        method = self._channel.unary_unary(_health.CHECK_METHOD,
+                                           request_serializer=_health.encode_request,
+                                           response_deserializer=_health.decode_status)
+        try:
+            status: int = await method(service, timeout=deadline, metadata=self._metadata,
+                                       wait_for_ready=wait_for_ready)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return ServingStatus.SERVICE_UNKNOWN
+            raise error_from_rpc(error, self.target, deadline) from None
+        return ServingStatus(status) if status in ServingStatus._value2member_map_ else \
+            ServingStatus.UNKNOWN
+
+    async def invoke_once(self, contract: str, method: str, request: bytes | str = b"",
+                          min_version: int = 0, *, timeout: float | None = None,
+                          wait_for_ready: bool = False) -> host_pb2.InvokeResponse:
+        """HostClient.invoke_once."""
+        return await self._call(
+            self._stub.Invoke,
+            host_pb2.InvokeRequest(contract=contract, min_version=min_version, method=method,
+                                   request=_bytes(request)), timeout, wait_for_ready)
+
+    def events(self, *, bundle_names: tuple[str, ...] = (), resume_after: Cursor | None = None,
+               strict_resume: bool = False, heartbeat: float = 10.0,
+               synthesize_transitions: bool = True) -> AsyncEventStream:
+        """HostClient.events, as an async iterator: `async for item in host.events()`."""
+        return AsyncEventStream(self, SubscribeOptions(tuple(bundle_names), resume_after,
+                                                       strict_resume, heartbeat,
+                                                       synthesize_transitions))
