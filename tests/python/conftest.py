@@ -30,6 +30,18 @@ if _python_path and _python_path not in sys.path:
     sys.path.insert(0, _python_path)
 
 import hostproc  # noqa: E402  (after the sys.path set-up above, like the client's import)
+from polyplug_client import ConnectOptions  # noqa: E402
+
+def fast_options(**fields: object) -> ConnectOptions:
+    """ConnectOptions for tests: quick reconnects, so that reconnects follow the events that
+    allow them closely (the C++ ClientTest::FastOptions), and the fixtures' deadline
+    (hostproc.CALL_TIMEOUT, a safety net) for every call; `fields` override."""
+    options = ConnectOptions(call_timeout=hostproc.CALL_TIMEOUT, reconnect_initial_backoff=0.02,
+                             reconnect_max_backoff=0.2)
+    for key, value in fields.items():
+        setattr(options, key, value)
+    return options
+
 
 # The hosts each test started, for the failure report (pytest_runtest_makereport below).
 _HOSTS_KEY = pytest.StashKey[list[hostproc.HostProcess]]()

@@ -264,7 +264,7 @@ def _run_logged(argv: Sequence[str], cwd: Path, log: Path) -> None:
     naming the command and carrying the log unless it exits 0."""
     with open(log, "ab") as out:
         completed = subprocess.run(
-            _dying_with_us(argv),
+            dying_with_us(argv),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -342,7 +342,7 @@ def make_pki(directory: Path) -> Pki:
 _SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
-def _dying_with_us(argv: Sequence[str]) -> list[str]:
+def dying_with_us(argv: Sequence[str]) -> list[str]:
     """`argv` prefixed so that the child gets SIGKILL when the thread that started it ends.
 
     Not a preexec_fn: that makes subprocess fork() rather than vfork(), and fork() runs the
@@ -558,7 +558,7 @@ class HostProcess:
         stdout_offset = stdout.tell()
         try:
             proc = subprocess.Popen(
-                _dying_with_us(argv),
+                dying_with_us(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=subprocess.PIPE,
@@ -951,7 +951,7 @@ def run_ctl(
     env = {k: v for k, v in os.environ.items() if k not in ("POLYPLUG_HOST", "POLYPLUG_TOKEN")}
     env.update(extra_env or {})
     return subprocess.run(
-        _dying_with_us(argv),
+        dying_with_us(argv),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -986,6 +986,16 @@ class EquivalenceOps:
     unload_with_dependents: Callable[[str], None]  # unload `name`, its dependents first
 
 
+# What the scenario fires, in order (callback_equivalence_test's expected_kinds).
+EQUIVALENCE_KINDS = [
+    "LOADED chain_a", "LOADED chain_b", "LOADED chain_c", "LOADED counter",
+    "PREPARING counter", "RELOADED counter", "PREPARING counter", "FAILED counter",
+    "PREPARING chain_a", "PREPARING chain_b", "PREPARING chain_c", "RELOADED chain_c",
+    "RELOADED chain_b", "RELOADED chain_a", "UNLOADING chain_c", "UNLOADING chain_b",
+    "UNLOADING chain_a",
+]  # fmt: skip
+
+
 def run_equivalence_scenario(root: Path, ops: EquivalenceOps) -> None:
     """RunScenario, step for step; call it once the host serves `root` as
     prepare_equivalence_root() left it (with the recorder's --state-dir):
@@ -1011,7 +1021,7 @@ def record_in_process(root: Path, state_dir: Path, out: Path) -> list[dict[str, 
     the phase messages name files under them."""
     recorder = _env_path("POLYPLUG_INPROCESS_RECORDER")
     completed = subprocess.run(
-        _dying_with_us([str(recorder), "--root", str(root), "--state-dir", str(state_dir),
+        dying_with_us([str(recorder), "--root", str(root), "--state-dir", str(state_dir),
                         "--out", str(out)]),
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hostproc
+from conftest import fast_options
 from polyplug_client import (ConnectionChanged, ConnectOptions, Cursor, EventStream, HostClient,
                              HostRestarted, PhaseEvent, PhaseHandlers, Resynced, Stopped,
                              Subscription, SubscriptionItem)
@@ -39,10 +40,8 @@ from polyplug_client.aio import AsyncEventStream, AsyncHostClient
 # Safety net of every wait: how long a broken host or client may stall a test.
 WAIT_TIMEOUT: float = hostproc.CALL_TIMEOUT
 
-# Short reconnect backoff, so that reconnects follow the events that allow them closely
-# (the C++ ClientTest::FastOptions).
-FAST_OPTIONS = ConnectOptions(reconnect_initial_backoff=0.02, reconnect_max_backoff=0.2,
-                              call_timeout=hostproc.CALL_TIMEOUT)
+# Quick reconnects (conftest.fast_options).
+FAST_OPTIONS = fast_options()
 
 FORMS = ("handlers", "iterator", "async")
 

@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 import hostproc
-from conftest import StartHost
+from conftest import StartHost, fast_options
 from polyplug.host.v1 import host_pb2
 from polyplug_client import (PUSH_OUTCOME_FAILED, PUSH_OUTCOME_LOADED, PUSH_OUTCOME_RELOADED,
                              RELOAD_OUTCOME_FAILED, RELOAD_OUTCOME_RELOADED, AbortedError,
@@ -46,15 +46,6 @@ GREETER = "example.greeter@1"
 COUNTER = "test.counter@1"
 
 Connect = Callable[..., HostClient]
-
-
-def fast_options(**overrides: object) -> ConnectOptions:
-    """Options for tests: quick reconnects, and the fixture's deadline for every call."""
-    options = ConnectOptions(call_timeout=TIMEOUT, reconnect_initial_backoff=0.02,
-                             reconnect_max_backoff=0.2)
-    for key, value in overrides.items():
-        setattr(options, key, value)
-    return options
 
 
 @pytest.fixture

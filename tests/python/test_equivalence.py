@@ -40,13 +40,7 @@ from subscribe_support import (FAST_OPTIONS, FORMS, WAIT_TIMEOUT, Log, TcpProxy,
                                start_consumer)
 
 # What the scenario fires, in order (callback_equivalence_test's expected_kinds).
-EXPECTED_KINDS = [
-    "LOADED chain_a", "LOADED chain_b", "LOADED chain_c", "LOADED counter",
-    "PREPARING counter", "RELOADED counter", "PREPARING counter", "FAILED counter",
-    "PREPARING chain_a", "PREPARING chain_b", "PREPARING chain_c", "RELOADED chain_c",
-    "RELOADED chain_b", "RELOADED chain_a", "UNLOADING chain_c", "UNLOADING chain_b",
-    "UNLOADING chain_a",
-]  # fmt: skip
+EXPECTED_KINDS = hostproc.EQUIVALENCE_KINDS
 
 
 def reload_ok(client: HostClient, bundle: str) -> host_pb2.ReloadResponse:
@@ -135,7 +129,8 @@ class CtlWatch:
     def __init__(self, address: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("POLYPLUG_HOST", "POLYPLUG_TOKEN")}
         self.proc = subprocess.Popen(
-            [str(hostproc.ctl_binary()), "--host", address, "--json", "watch"],
+            hostproc.dying_with_us([str(hostproc.ctl_binary()), "--host", address, "--json",
+                                    "watch"]),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env)  # fmt: skip
         self._cond = threading.Condition()

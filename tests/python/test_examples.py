@@ -30,7 +30,8 @@ def example_env(token: str | None = None) -> dict[str, str]:
 
 
 def ci_reload(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(EXAMPLES / "ci_reload.py"), *args],
+    return subprocess.run(hostproc.dying_with_us([sys.executable, str(EXAMPLES / "ci_reload.py"),
+                                                  *args]),
                           env=example_env(token), capture_output=True, text=True,
                           timeout=TIMEOUT)
 
@@ -98,17 +99,26 @@ def test_ci_reload_gives_4_when_the_host_does_not_answer_in_time(start_host: Sta
 
 
 class Follower:
-    """follow.py running, its stdout read line by line on a thread."""
+    """follow.py running, its stdout read line by line on a thread. Leaving the `with`
+    block kills it if it still runs."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "follow.py"), *args], env=example_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            hostproc.dying_with_us([sys.executable, str(EXAMPLES / "follow.py"), *args]),
+            env=example_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self._cond = threading.Condition()
         self._lines: list[str] = []
         self._ended = False
         assert self.proc.stdout is not None
         threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def __enter__(self) -> "Follower":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(TIMEOUT)
 
     def _read(self, pipe: IO[str]) -> None:
         for line in pipe:
@@ -144,10 +154,10 @@ class Follower:
 @pytest.mark.parametrize("mode", [[], ["--asyncio"]], ids=["iterator", "asyncio"])
 def test_follow_prints_phases_as_they_happen(start_host: StartHost, mode: list[str]) -> None:
     host = start_host(bundles=[("greeter_v1", "greeter")])
-    follower = Follower("--host", host.address, "--count", "2", *mode)
-    assert "loaded: greeter 1.0.0" in follower.wait_for("following from")
-    assert host.ctl("reload", "greeter").returncode == 0
-    code, lines = follower.finish()
+    with Follower("--host", host.address, "--count", "2", *mode) as follower:
+        assert "loaded: greeter 1.0.0" in follower.wait_for("following from")
+        assert host.ctl("reload", "greeter").returncode == 0
+        code, lines = follower.finish()
     assert code == 0
     phases = [line.split("] ", 1)[1] for line in lines if "] " in line]
     assert phases == ["PREPARING greeter 1.0.0", "RELOADED greeter 1.0.0"]
@@ -155,15 +165,15 @@ def test_follow_prints_phases_as_they_happen(start_host: StartHost, mode: list[s
 
 def test_follow_announces_a_host_restart(start_host: StartHost) -> None:
     host = start_host(bundles=[("greeter_v1", "greeter")], supervise=True)
-    follower = Follower("--host", host.address, "--count", "2")
-    follower.wait_for("following from")
-    served = host.server_serving_count()
-    host.kill_server()
-    host.wait_server_serving(served + 1)
-    follower.wait_for("-- the host restarted")
-    assert "loaded: greeter 1.0.0" in follower.wait_for("-- resynced (HOST_RESTARTED)")
-    assert host.ctl("reload", "greeter").returncode == 0
-    code, lines = follower.finish()
+    with Follower("--host", host.address, "--count", "2") as follower:
+        follower.wait_for("following from")
+        served = host.server_serving_count()
+        host.kill_server()
+        host.wait_server_serving(served + 1)
+        follower.wait_for("-- the host restarted")
+        assert "loaded: greeter 1.0.0" in follower.wait_for("-- resynced (HOST_RESTARTED)")
+        assert host.ctl("reload", "greeter").returncode == 0
+        code, lines = follower.finish()
     assert code == 0
     phases = [line.split("] ", 1)[1] for line in lines if "] " in line]
     assert phases == ["PREPARING greeter 1.0.0", "RELOADED greeter 1.0.0"]

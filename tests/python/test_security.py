@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 import hostproc
-from conftest import StartHost
+from conftest import StartHost, fast_options
 from polyplug.host.v1 import host_pb2
 from polyplug_client import (ConnectionChanged, ConnectOptions, EventStream, HostClient,
                              PhaseHandlers, PolyplugError, ResyncCause, Resynced, ServingStatus,
@@ -27,15 +27,6 @@ from polyplug_client import (ConnectionChanged, ConnectOptions, EventStream, Hos
 TIMEOUT = hostproc.CALL_TIMEOUT
 TOKEN = "s3cret-token"
 COUNTER = "test.counter@1"
-
-
-def options(**fields: object) -> ConnectOptions:
-    """ConnectOptions for tests: quick reconnects, the fixture's deadline for every call."""
-    result = ConnectOptions(call_timeout=TIMEOUT, reconnect_initial_backoff=0.02,
-                            reconnect_max_backoff=0.2)
-    for key, value in fields.items():
-        setattr(result, key, value)
-    return result
 
 
 Connect = Callable[..., HostClient]
@@ -49,7 +40,7 @@ def connect(start_host: StartHost) -> Iterator[Connect]:
 
     def factory(target: str, connect_options: ConnectOptions | None = None,
                 auth_token: str | None = None) -> HostClient:
-        client = HostClient(target, connect_options or options(), auth_token=auth_token)
+        client = HostClient(target, connect_options or fast_options(), auth_token=auth_token)
         clients.append(client)
         return client
 
@@ -73,7 +64,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> hostproc.Pki:
 def tls_options(pki: hostproc.Pki, *, client_cert: bool = False, roots: Path | None = None,
                 **fields: object) -> ConnectOptions:
     """TLS options trusting the test CA (or `roots`), with the client certificate for mTLS."""
-    result = options(tls=True, tls_root_certs_pem=(roots or pki.ca_cert).read_bytes(), **fields)
+    result = fast_options(tls=True, tls_root_certs_pem=(roots or pki.ca_cert).read_bytes(), **fields)
     if client_cert:
         result.tls_client_cert_pem = pki.client_cert.read_bytes()
         result.tls_client_key_pem = pki.client_key.read_bytes()
@@ -127,7 +118,7 @@ def test_a_client_without_the_token_or_with_a_wrong_one_is_unauthenticated(
     for name, client in [("no token", connect(host.address)),
                          ("wrong token", connect(host.address, auth_token="guess")),
                          ("prefix of it", connect(host.address, auth_token=TOKEN[:-1])),
-                         ("wrong in options", connect(host.address, options(auth_token="x")))]:
+                         ("wrong in options", connect(host.address, fast_options(auth_token="x")))]:
         with pytest.raises(UnauthenticatedError) as caught:
             client.get_host_info()
         error = caught.value
@@ -158,9 +149,9 @@ def test_the_right_token_works_as_argument_and_as_option(start_host: StartHost,
                                                          connect: Connect) -> None:
     host = start_host(bundles=["counter_v1"], token=TOKEN)
     by_argument = connect(host.address, auth_token=TOKEN)
-    by_options = connect(host.address, options(auth_token=TOKEN))
+    by_options = connect(host.address, fast_options(auth_token=TOKEN))
     # The argument wins over the options.
-    overriding = connect(host.address, options(auth_token="wrong"), auth_token=TOKEN)
+    overriding = connect(host.address, fast_options(auth_token="wrong"), auth_token=TOKEN)
     for client in (by_argument, by_options, overriding):
         assert client.get_host_info().bundle_count == 1
         assert client.reload("counter").outcome == host_pb2.RELOAD_OUTCOME_RELOADED
@@ -255,7 +246,7 @@ def test_tls_on_a_tcp_listener(start_host: StartHost, connect: Connect) -> None:
 
     refusals: dict[str, PolyplugError] = {}
     for name, client_options in [
-            ("plaintext", options()),
+            ("plaintext", fast_options()),
             ("another CA", tls_options(pki, roots=pki.other_ca_cert)),
             ("another server name", tls_options(pki, tls_server_name="somebody-else.example"))]:
         refused = connect(address, client_options)
@@ -304,7 +295,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
     refusals: dict[str, PolyplugError] = {}
     for name, client_options in [("no client certificate", tls_options(pki)),
                                  ("a certificate from another CA", rogue),
-                                 ("plaintext", options())]:
+                                 ("plaintext", fast_options())]:
         refused = connect(address, client_options)
         with pytest.raises(PolyplugError) as caught:
             refused.get_host_info()

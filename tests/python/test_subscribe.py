@@ -789,3 +789,26 @@ def test_tracked_contract_and_live_instance_survive_a_supervised_restart(
         assert live.recreations == 1
         live.close()
         tracker.close()
+
+
+def test_a_handler_that_raises_is_logged_and_the_subscription_goes_on(
+        start_host: StartHost, caplog: pytest.LogCaptureFixture) -> None:
+    """A handler's exception does not end the subscription: it is logged (logger
+    "polyplug_client") and the next item reaches its handler as usual."""
+    host = start_host(bundles=["counter_v1"])
+    reloaded = threading.Event()
+    synced = threading.Event()
+
+    def broken(_: Resynced) -> None:
+        synced.set()
+        raise RuntimeError("a bug in the application's handler")
+
+    with HostClient(host.address, FAST_OPTIONS) as client, \
+            client.subscribe(PhaseHandlers(on_resynced=broken,
+                                           on_reloaded=lambda _: reloaded.set())):
+        assert synced.wait(WAIT_TIMEOUT)
+        assert client.reload("counter").outcome == RELOAD_OUTCOME_RELOADED
+        assert reloaded.wait(WAIT_TIMEOUT), "the subscription ended with the handler's error"
+    logged = [r for r in caplog.records if r.name == "polyplug_client"]
+    assert logged and "a subscription handler raised" in logged[0].getMessage()
+    assert logged[0].exc_info is not None and "a bug in" in str(logged[0].exc_info[1])

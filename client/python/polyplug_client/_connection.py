@@ -112,6 +112,11 @@ def channel_arguments(options: ConnectOptions) -> list[tuple[str, Any]]:
     return args
 
 
+def deadline_of(timeout: float | None, options: ConnectOptions) -> float:
+    """A call's deadline in seconds: `timeout` if given and positive, else call_timeout."""
+    return timeout if timeout is not None and timeout > 0 else options.call_timeout
+
+
 def channel_credentials(options: ConnectOptions) -> grpc.ChannelCredentials | None:
     """TLS credentials, or None for plaintext."""
     if not options.tls:
@@ -146,7 +151,8 @@ class Connection:
         self.session = Session(self)
 
     def timeout_of(self, timeout: float | None) -> float:
-        return timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        """A call's deadline in seconds: `timeout`, or the options' call_timeout."""
+        return deadline_of(timeout, self.options)
 
     def unary(self, method: Callable[..., Any], request: Any, *, timeout: float | None = None,
               wait_for_ready: bool = False) -> Any:

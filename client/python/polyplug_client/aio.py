@@ -6,16 +6,17 @@
             ...
 
 AsyncHostClient has the calls of HostClient as coroutines, with the same arguments,
-results and exceptions, and events() as an async iterator with the same guarantees as
-HostClient.events() (the shared protocol is _stream.py). Tracked contracts and live
-instances are HostClient's (they run on threads); use a HostClient beside this one for them.
-Use an AsyncHostClient on one event loop.
+results and exceptions (instances are made under a session of its own, read by a task),
+and events() as an async iterator with the same guarantees as HostClient.events() (the
+shared protocol is _stream.py). Tracked contracts and live instances are HostClient's (they
+run on threads); use a HostClient beside this one for them. Use an AsyncHostClient on one
+event loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
 
@@ -25,11 +26,12 @@ import grpc.aio
 from polyplug.host.v1 import host_pb2, host_pb2_grpc
 from polyplug_client import _health
 from polyplug_client._connection import (ConnectOptions, channel_arguments, channel_credentials,
-                                         check_options, default_host_target, normalize_target)
+                                         check_options, deadline_of, default_host_target,
+                                         normalize_target)
 from polyplug_client._push import Upload
-from polyplug_client._stream import Backoff, Delivery, StreamCore, SubscribeOptions, is_established
+from polyplug_client._stream import Backoff, StreamCore, SubscribeOptions, is_established
 from polyplug_client.client import ServingStatus
-from polyplug_client.errors import PolyplugError, error_from_rpc
+from polyplug_client.errors import PolyplugError, error_from_rpc, make_error
 from polyplug_client.events import Cursor, SubscriptionItem
 
 
@@ -97,8 +99,8 @@ class AsyncEventStream:
                 if established:
                     self._connected = True
                     backoff.reset()
-                    for item in self._hand_over(self._core.established()):
-                        yield item
+                    for delivery in self._core.established():
+                        yield delivery.item
                 async for message in call:
                     if self._closed.is_set():
                         break
@@ -133,8 +135,72 @@ class AsyncEventStream:
                 except asyncio.TimeoutError:
                     pass
 
-    def _hand_over(self, deliveries: list[Delivery]) -> list[SubscriptionItem]:
-        return [d.item for d in deliveries]
+
+
+class _AsyncSession:
+    """The asyncio twin of _connection.Session: one OpenSession stream, read by a task,
+    opened on first use and again after it ended; the instances made under it end with it
+    (when the client closes, or dies)."""
+
+    def __init__(self, client: AsyncHostClient):
+        self._client = client
+        self._call: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._id = 0
+        self._ended = True
+        self._error: PolyplugError | None = None
+        self._changed = asyncio.Event()
+
+    async def id(self, timeout: float, wait_for_ready: bool) -> int:
+        """The id of the open session; opens one first if there is none."""
+        if self._ended:
+            self._call = self._client._stub.OpenSession(host_pb2.OpenSessionRequest(),
+                                                        metadata=self._client._metadata,
+                                                        wait_for_ready=wait_for_ready)
+            self._id, self._ended, self._error = 0, False, None
+            self._changed = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._read(self._call))
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            await self.forget(self._id)
+            raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"no session opened by {self._client.target} within {timeout:g}s",
+                             target=self._client.target) from None
+        if self._ended or self._id == 0:
+            raise self._error or make_error(grpc.StatusCode.UNAVAILABLE,
+                                            "the host ended the session at once",
+                                            target=self._client.target)
+        return self._id
+
+    async def _read(self, call: Any) -> None:
+        try:
+            async for event in call:
+                if self._call is call and self._id == 0:
+                    self._id = event.session_id
+                    self._changed.set()
+        except grpc.aio.AioRpcError as error:
+            if self._call is call:
+                self._error = error_from_rpc(error, self._client.target, None)
+        except asyncio.CancelledError:
+            pass
+        if self._call is call:
+            self._ended = True
+            self._changed.set()
+
+    async def forget(self, session_id: int) -> None:
+        """The session `session_id` is over (or never came): the next id() opens another."""
+        if self._ended or self._id != session_id:
+            return
+        await self.close()
+
+    async def close(self) -> None:
+        call, task = self._call, self._task
+        self._call, self._task, self._ended = None, None, True
+        if call is not None:
+            call.cancel()
+        if task is not None:
+            await task
 
 
 class AsyncHostClient:
@@ -158,9 +224,12 @@ class AsyncHostClient:
         self._metadata: tuple[tuple[str, str], ...] = ()
         if options.auth_token:
             self._metadata = (("authorization", f"Bearer {options.auth_token}"),)
+        self._session = _AsyncSession(self)
 
     async def close(self) -> None:
-        """Closes the channel: calls and event streams in progress end."""
+        """Ends the instance session (the host destroys the instances made through this
+        client) and closes the channel: calls and event streams in progress end."""
+        await self._session.close()
         await self._channel.close()
 
     async def __aenter__(self) -> AsyncHostClient:
@@ -171,7 +240,7 @@ class AsyncHostClient:
 
     async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None,
                     wait_for_ready: bool) -> Any:
-        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        deadline = deadline_of(timeout, self.options)
         try:
             return await method(request, timeout=deadline, metadata=self._metadata,
                                 wait_for_ready=wait_for_ready)
@@ -211,11 +280,18 @@ class AsyncHostClient:
                           wait_for_ready: bool = False) -> host_pb2.PushBundleResponse:
         """HostClient.push_bundle."""
         upload = Upload(Path(directory), request_id)
-        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        deadline = deadline_of(timeout, self.options)
         try:
-            response: host_pb2.PushBundleResponse = await self._stub.PushBundle(
-                upload.messages(), timeout=deadline, metadata=self._metadata,
-                wait_for_ready=wait_for_ready)
+            # Bounded here too: grpcio 1.51 does not end a client-streaming call at its
+            # deadline while the host reads nothing (see HostClient.push_bundle).
+            response: host_pb2.PushBundleResponse = await asyncio.wait_for(
+                self._stub.PushBundle(upload.messages(), timeout=deadline,
+                                      metadata=self._metadata, wait_for_ready=wait_for_ready),
+                deadline)
+        except asyncio.TimeoutError:
+            raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"polyplug-host at {self.target} did not take the upload within "
+                             f"{deadline:g}s", target=self.target) from None
         except grpc.aio.AioRpcError as error:
             if upload.error is not None:
                 raise upload.error from None
@@ -269,7 +345,7 @@ class AsyncHostClient:
     async def check_health(self, service: str = "", *, timeout: float | None = None,
                            wait_for_ready: bool = False) -> ServingStatus:
         """HostClient.check_health."""
-        deadline = timeout if timeout is not None and timeout > 0 else self.options.call_timeout
+        deadline = deadline_of(timeout, self.options)
         method = self._channel.unary_unary(_health.CHECK_METHOD,
                                            request_serializer=_health.encode_request,
                                            response_deserializer=_health.decode_status)
@@ -282,6 +358,47 @@ class AsyncHostClient:
             raise error_from_rpc(error, self.target, deadline) from None
         return ServingStatus(status) if status in ServingStatus._value2member_map_ else \
             ServingStatus.UNKNOWN
+
+    async def create_instance(self, contract: str | host_pb2.ContractHandle,
+                              args: bytes | str = b"", min_version: int = 0, *,
+                              timeout: float | None = None,
+                              wait_for_ready: bool = False) -> host_pb2.InstanceRef:
+        """HostClient.create_instance: under this client's session."""
+        deadline = deadline_of(timeout, self.options)
+        request = host_pb2.CreateInstanceRequest(args=_bytes(args))
+        if isinstance(contract, str):
+            request.contract = contract
+            request.min_version = min_version
+        else:
+            request.handle.CopyFrom(contract)
+        for attempt in range(2):
+            request.session_id = await self._session.id(deadline, wait_for_ready)
+            try:
+                made: host_pb2.InstanceRef = await self._call(
+                    self._stub.CreateInstance, request, timeout, wait_for_ready)
+                return made
+            except PolyplugError as error:
+                if attempt == 1 or error.reason != "LEASE_EXPIRED":
+                    raise
+                await self._session.forget(request.session_id)  # it ended meanwhile
+        raise AssertionError("unreachable")
+
+    async def invoke(self, instance: host_pb2.InstanceRef, method: str,
+                     request: bytes | str = b"", *, timeout: float | None = None,
+                     wait_for_ready: bool = False) -> host_pb2.InvokeResponse:
+        """HostClient.invoke."""
+        return await self._call(
+            self._stub.Invoke,
+            host_pb2.InvokeRequest(instance=instance, method=method, request=_bytes(request)),
+            timeout, wait_for_ready)
+
+    async def destroy_instance(self, instance: host_pb2.InstanceRef, *,
+                               timeout: float | None = None,
+                               wait_for_ready: bool = False) -> None:
+        """HostClient.destroy_instance."""
+        await self._call(self._stub.DestroyInstance,
+                         host_pb2.DestroyInstanceRequest(instance=instance), timeout,
+                         wait_for_ready)
 
     async def invoke_once(self, contract: str, method: str, request: bytes | str = b"",
                           min_version: int = 0, *, timeout: float | None = None,

@@ -9,6 +9,7 @@ resyncs from a snapshot when the journal no longer has what it missed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterator
@@ -20,6 +21,9 @@ from polyplug_client._stream import Backoff, Delivery, StreamCore, SubscribeOpti
 from polyplug_client.errors import PolyplugError, error_from_rpc
 from polyplug_client.events import (ConnectionChanged, Cursor, HostRestarted, Phase, PhaseEvent,
                                     Resynced, Stopped, SubscriptionItem)
+
+
+_log = logging.getLogger("polyplug_client")
 
 
 class EventStream:
@@ -190,7 +194,8 @@ class PhaseHandlers:
 
 
 class Subscription:
-    """A subscription whose handlers run on its own thread. Thread-safe.
+    """A subscription whose handlers run on its own thread. Thread-safe. A handler that
+    raises is logged (logger "polyplug_client") and the next item is handled as usual.
 
     close() (or leaving a `with` block) cancels the stream, wakes a reconnect wait and
     joins the thread: no handler runs after it returns. Called from one of this
@@ -207,7 +212,11 @@ class Subscription:
 
     def _run(self) -> None:
         for item in self._stream:
-            self._handlers.dispatch(item)
+            try:
+                self._handlers.dispatch(item)
+            except Exception:  # a handler's bug must not end the subscription
+                _log.exception("polyplug_client: a subscription handler raised on %r; the "
+                               "subscription goes on with the next item", item)
 
     def __enter__(self) -> Subscription:
         return self
