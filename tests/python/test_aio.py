@@ -14,7 +14,8 @@ import hostproc
 from conftest import StartHost, fast_options
 from polyplug_client import (PUSH_OUTCOME_LOADED, RELOAD_OUTCOME_FAILED, RELOAD_OUTCOME_RELOADED,
                              DeadlineExceededError, FailedPreconditionError,
-                             InvalidArgumentError, NotFoundError, PolyplugError, ServingStatus,
+                             CancelledError, InvalidArgumentError, NotFoundError, PolyplugError,
+                             ServingStatus,
                              UnauthenticatedError, UnavailableError, new_request_id)
 from polyplug_client.aio import AsyncHostClient
 
@@ -163,3 +164,38 @@ def test_bad_input_and_a_host_that_does_not_answer(start_host: StartHost,
 
     run(test)
 
+
+
+def test_a_session_timeout_closes_no_session_and_close_ends_streams(
+        start_host: StartHost) -> None:
+    """create_instance timing out on a stopped host leaves the client's session (and its
+    instances) alone; close() ends an event stream being iterated, and later calls raise
+    CancelledError."""
+    host = start_host(bundles=["counter_v1"])
+
+    async def test() -> None:
+        client = AsyncHostClient(host.address, fast_options())
+        kept = await client.create_instance(COUNTER)
+        host.freeze()
+        try:
+            await raises(DeadlineExceededError, client.create_instance(COUNTER, timeout=0.3))
+        finally:
+            host.thaw()
+        assert (await client.invoke(kept, "count")).response == b"1", "its session lives"
+        stream = client.events()
+        first = await stream.__anext__()
+        assert first.__class__.__name__ == "ConnectionChanged"
+
+        async def drain() -> list[object]:
+            return [item async for item in stream]
+
+        rest = asyncio.get_running_loop().create_task(drain())
+        await asyncio.sleep(0)  # let it start reading
+        await client.close()
+        items = await asyncio.wait_for(rest, TIMEOUT)
+        assert all(type(i).__name__ in ("Resynced", "ConnectionChanged") for i in items)
+        await raises(CancelledError, client.get_host_info())
+        with pytest.raises(CancelledError):
+            client.events()
+
+    run(test)

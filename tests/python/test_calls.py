@@ -1075,3 +1075,64 @@ def test_a_live_instance_outlives_its_client(start_host: StartHost, connect: Con
     gone = expect_error(PolyplugError, lambda: other.invoke(instance, "count"))
     assert gone.reason in ("INSTANCE_NOT_FOUND", "LEASE_EXPIRED"), repr(gone)
     still_serving(other)
+
+
+def test_a_live_instance_refuses_invokes_once_closed(start_host: StartHost,
+                                                     connect: Connect) -> None:
+    """invoke() after close() raises CancelledError and makes no instance (none is left
+    behind on the host)."""
+    host = start_host(bundles=["counter_v1"])
+    client = connect(host)
+    live = client.make_live_instance(COUNTER)
+    assert live.invoke("count").response == b"1"
+    live.close()
+    expect_error(CancelledError, lambda: live.invoke("count"))
+    assert live.instance is None and live.instances_made == 1
+    assert client.get_host_info().instance_count == 0
+
+
+def test_a_callback_that_raises_costs_no_one_their_news(start_host: StartHost,
+                                                         bundle_root: Path,
+                                                         connect: Connect) -> None:
+    """A tracker's on_refreshed that raises is logged; the other trackers of the same
+    refresh still get theirs. A LiveInstance's on_recreated that raises is logged, the
+    invoke that made the instance answers, and later re-creations are still announced."""
+    host = start_host(bundles=["counter_v1"])
+    client = connect(host)
+    refreshed: queue.Queue[Lookup] = queue.Queue()
+    recreated: queue.Queue[InstanceRecreated] = queue.Queue()
+
+    def broken_refresh(_: Lookup, __: Lookup) -> None:
+        raise RuntimeError("a bug in on_refreshed")
+
+    def broken_recreated(event: InstanceRecreated) -> None:
+        recreated.put(event)
+        raise RuntimeError("a bug in on_recreated")
+
+    first = client.track_contract(COUNTER, 0, broken_refresh)
+    second = client.track_contract(COUNTER, 0, lambda _, now: refreshed.put(now))
+    live = client.make_live_instance(COUNTER, on_recreated=broken_recreated)
+    try:
+        assert live.invoke("count").response == b"1"
+        for generation in (2, 3):
+            assert client.reload("counter").outcome == RELOAD_OUTCOME_RELOADED
+            assert not isinstance(refreshed.get(timeout=TIMEOUT), PolyplugError)
+            assert recreated.get(timeout=TIMEOUT).generation == generation
+            assert live.invoke("count").response == b"1", "a new instance answers"
+    finally:
+        live.close()
+        first.close()
+        second.close()
+
+
+def test_push_refuses_a_file_name_that_is_not_utf8(start_host: StartHost, connect: Connect,
+                                                   tmp_path: Path) -> None:
+    """A name the bundle digest cannot hold is refused before anything is sent, named."""
+    host = start_host("--deploy-root", str(tmp_path / "deploy"))
+    client = connect(host)
+    bundle = hostproc.copy_test_bundle("counter_v1", tmp_path / "staged")
+    with open(os.path.join(os.fsencode(bundle), b"caf\xe9.txt"), "wb") as odd:
+        odd.write(b"latin-1 name")
+    error = expect_error(InvalidArgumentError, lambda: client.push_bundle(bundle))
+    assert "not UTF-8" in error.message and "caf" in error.message
+    still_serving(client)

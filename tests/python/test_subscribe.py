@@ -812,3 +812,35 @@ def test_a_handler_that_raises_is_logged_and_the_subscription_goes_on(
     logged = [r for r in caplog.records if r.name == "polyplug_client"]
     assert logged and "a subscription handler raised" in logged[0].getMessage()
     assert logged[0].exc_info is not None and "a bug in" in str(logged[0].exc_info[1])
+
+
+def test_closing_from_a_handler_keeps_the_cursor_past_the_handled_event(
+        start_host: StartHost) -> None:
+    """A handler that closes its Subscription has handled its event: the cursor names it,
+    so that a subscription resumed there does not deliver it again."""
+    host = start_host(bundles=["counter_v1"])
+    handled: list[PhaseEvent] = []
+    done = threading.Event()
+
+    with HostClient(host.address, FAST_OPTIONS) as client:
+        holder: list[Subscription] = []
+
+        def on_reloaded(event: PhaseEvent) -> None:
+            handled.append(event)
+            holder[0].close()
+            done.set()
+
+        synced = threading.Event()
+        holder.append(client.subscribe(PhaseHandlers(on_reloaded=on_reloaded,
+                                                     on_resynced=lambda _: synced.set())))
+        assert synced.wait(WAIT_TIMEOUT)
+        assert client.reload("counter").outcome == RELOAD_OUTCOME_RELOADED
+        assert done.wait(WAIT_TIMEOUT)
+        holder[0].close()
+        assert holder[0].cursor == handled[0].cursor
+        assert client.reload("counter").outcome == RELOAD_OUTCOME_RELOADED
+        with client.events(resume_after=holder[0].cursor) as stream:
+            first = next(iter(stream))
+            while not isinstance(first, PhaseEvent):
+                first = next(stream)
+        assert first.seq == handled[0].seq + 1

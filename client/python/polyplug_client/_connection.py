@@ -78,10 +78,9 @@ def check_options(options: ConnectOptions) -> None:
     def invalid(message: str) -> InvalidArgumentError:
         return InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
-    if (options.tls_client_cert_pem is None) != (options.tls_client_key_pem is None):
+    if bool(options.tls_client_cert_pem) != bool(options.tls_client_key_pem):
         raise invalid("a TLS client certificate needs its key and the key its certificate")
-    if not options.tls and (options.tls_root_certs_pem is not None
-                            or options.tls_client_cert_pem is not None
+    if not options.tls and (options.tls_root_certs_pem or options.tls_client_cert_pem
                             or options.tls_server_name):
         raise invalid("TLS options are set but ConnectOptions.tls is False")
     if options.call_timeout <= 0:
@@ -121,9 +120,9 @@ def channel_credentials(options: ConnectOptions) -> grpc.ChannelCredentials | No
     """TLS credentials, or None for plaintext."""
     if not options.tls:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=options.tls_root_certs_pem,
-                                        private_key=options.tls_client_key_pem,
-                                        certificate_chain=options.tls_client_cert_pem)
+    return grpc.ssl_channel_credentials(root_certificates=options.tls_root_certs_pem or None,
+                                        private_key=options.tls_client_key_pem or None,
+                                        certificate_chain=options.tls_client_cert_pem or None)
 
 
 class Connection:
@@ -165,8 +164,12 @@ class Connection:
             raise error_from_rpc(error, self.target, deadline) from None
 
     def acquire(self) -> None:
-        """One more user; each release()s once."""
+        """One more user; each release()s once. CancelledError once the last user released
+        it (the channel is closed)."""
         with self._users_lock:
+            if self._users == 0:
+                raise make_error(grpc.StatusCode.CANCELLED,
+                                 f"the connection to {self.target} is closed", target=self.target)
             self._users += 1
 
     def release(self) -> None:
@@ -254,9 +257,8 @@ class _SessionStream:
                 raise self._error or make_error(grpc.StatusCode.UNAVAILABLE,
                                                 "the host ended the session at once",
                                                 target=self._connection.target)
-            # Never handed out again: the next id() opens another session.
-            self.ended = True
-        self._call.cancel()
+        # The stream stays: other callers may wait on it, and the next id() uses it once
+        # the host answers (as the C++ client does).
         raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"no session opened by {self._connection.target} within {timeout:g}s",
                          target=self._connection.target)

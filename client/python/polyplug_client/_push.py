@@ -34,43 +34,68 @@ def _invalid(message: str) -> InvalidArgumentError:
 
 @dataclass(frozen=True)
 class BundleFile:
-    """One file of a bundle: its '/'-separated relative path, size and mode."""
+    """One file of a bundle: its '/'-separated relative path, size and mode, and that path
+    as the file system's bytes (`local`)."""
 
     path: str
     size: int
     executable: bool
+    local: bytes
 
 
 def list_bundle_files(root: Path) -> list[BundleFile]:
-    """The files of the bundle in `root`, in the order they are sent."""
-    if not root.is_dir():
-        raise _invalid(f"cannot push: {root}: cannot open it as a directory")
+    """The files of the bundle in `root`, in the order they are sent. Every directory is
+    opened relative to its parent without following symlinks, so that one swapped for a
+    symlink meanwhile is refused rather than followed, as core::ListBundleFiles does. Names
+    are taken as the file system's bytes and must be UTF-8, whatever the locale."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        top = os.open(root, flags)
+    except OSError as error:
+        raise _invalid(f"cannot push: {root}: cannot open it as a directory: "
+                       f"{error.strerror}") from None
     files: list[BundleFile] = []
 
-    def walk(directory: Path, prefix: str) -> None:
+    def walk(dir_fd: int, prefix: str, local_prefix: bytes) -> None:
         try:
-            entries = list(os.scandir(directory))
+            with os.scandir(dir_fd) as listing:
+                names = [entry.name for entry in listing]
         except OSError as error:
             raise _invalid(f"cannot push: {root}: cannot list {prefix or 'it'}: "
                            f"{error.strerror}") from None
-        for entry in entries:
-            relative = f"{prefix}/{entry.name}" if prefix else entry.name
+        for name in names:
+            raw = os.fsencode(name)  # the bytes on disk, whatever the locale decoded
+            local = local_prefix + b"/" + raw if local_prefix else raw
             try:
-                relative.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _invalid(f"cannot push: {root}: '{relative!r}' has a name that is not "
-                               "UTF-8, which cannot be signed or sent") from None
-            info = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(info.st_mode):
-                walk(Path(entry.path), relative)
-            elif stat.S_ISREG(info.st_mode):
-                files.append(BundleFile(relative, info.st_size, bool(info.st_mode & stat.S_IXUSR)))
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _invalid(f"cannot push: {root}: {local!r} has a name that is not UTF-8, "
+                               "which cannot be signed or sent") from None
+            relative = f"{prefix}/{text}" if prefix else text
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=dir_fd)
+                    try:
+                        walk(child, relative, local)
+                    finally:
+                        os.close(child)
+                    continue
+            except OSError as error:
+                raise _invalid(f"cannot push: {root}: cannot read '{relative}': "
+                               f"{error.strerror}") from None
+            if stat.S_ISREG(info.st_mode):
+                files.append(BundleFile(relative, info.st_size,
+                                        bool(info.st_mode & stat.S_IXUSR), local))
             else:
                 kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
                 raise _invalid(f"cannot push: {root}: '{relative}' is {kind}; a bundle holds "
                                "regular files and directories only")
 
-    walk(root, "")
+    try:
+        walk(top, "", b"")
+    finally:
+        os.close(top)
     files.sort(key=lambda f: f.path.encode("utf-8"))
     return files
 
@@ -135,23 +160,24 @@ class Upload:
             path = self.root / f.path
             sha = hashlib.sha256()
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = os.open(os.path.join(os.fsencode(self.root), f.local),
+                             os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                with os.fdopen(fd, "rb", buffering=0) as stream:
+                    before = os.fstat(stream.fileno())
+                    left = f.size
+                    while left > 0:
+                        data = stream.read(min(left, CHUNK_BYTES - len(chunk)))
+                        if not data:
+                            break
+                        sha.update(data)
+                        chunk += data
+                        left -= len(data)
+                        if len(chunk) == CHUNK_BYTES:
+                            yield host_pb2.PushBundleRequest(data=bytes(chunk))
+                            chunk.clear()
+                    after = os.fstat(stream.fileno())
             except OSError as error:
                 raise _invalid(f"cannot read {path}: {error.strerror}") from None
-            with os.fdopen(fd, "rb", buffering=0) as stream:
-                before = os.fstat(stream.fileno())
-                left = f.size
-                while left > 0:
-                    data = stream.read(min(left, CHUNK_BYTES - len(chunk)))
-                    if not data:
-                        break
-                    sha.update(data)
-                    chunk += data
-                    left -= len(data)
-                    if len(chunk) == CHUNK_BYTES:
-                        yield host_pb2.PushBundleRequest(data=bytes(chunk))
-                        chunk.clear()
-                after = os.fstat(stream.fileno())
             # A file rewritten while it was read would arrive torn, with a matching digest.
             if (left != 0 or after.st_size != before.st_size
                     or after.st_mtime_ns != before.st_mtime_ns):

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field, replace
 
 import grpc
-from google.protobuf import duration_pb2
 
 from polyplug.host.v1 import host_pb2
 from polyplug_client.errors import PolyplugError
@@ -117,9 +116,7 @@ class StreamCore:
         request = host_pb2.SubscribeReloadPhasesRequest()
         request.bundle_names.extend(self.options.bundle_names)
         heartbeat = max(self.options.heartbeat, 0.1)
-        request.heartbeat_interval.CopyFrom(
-            duration_pb2.Duration(seconds=int(heartbeat),
-                                  nanos=int(round((heartbeat % 1) * 1e9))))
+        request.heartbeat_interval.FromNanoseconds(int(heartbeat * 1e9))
         if self._received is not None:
             request.resume_after.host_epoch = self._received.host_epoch
             request.resume_after.seq = self._received.seq
@@ -181,7 +178,9 @@ class StreamCore:
                 return []
             self._received = Cursor(message.host_epoch, message.seq)
             if not PhaseEvent.knows_phase(message.phase):
-                self.cursor = self._received  # from a newer host: passed over, not guessed
+                # From a newer host: passed over, not guessed; handled as a bookmark.
+                if self.cursor is not None and self.cursor.host_epoch == message.host_epoch:
+                    self.cursor = self._received
                 return []
             event = PhaseEvent.from_proto(message)
             self._tell(event)

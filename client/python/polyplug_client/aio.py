@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import weakref
 from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
 
@@ -114,8 +115,9 @@ class AsyncEventStream:
                 error = error_from_rpc(rpc_error, self._client.target, None)
             except asyncio.CancelledError:
                 call.cancel()
-                if self._closed.is_set():
-                    return  # close() cancelled the call: the iteration ends
+                task = asyncio.current_task()
+                if self._closed.is_set() and (task is None or task.cancelling() == 0):
+                    return  # close() cancelled the call, not the task: the iteration ends
                 raise
             finally:
                 self._connected = False
@@ -137,70 +139,76 @@ class AsyncEventStream:
 
 
 
+class _AsyncSessionStream:
+    """One OpenSession call, read by a task: the first message carries the id; the read
+    after it ends when the stream does."""
+
+    def __init__(self, client: AsyncHostClient, wait_for_ready: bool):
+        self.call: Any = client._stub.OpenSession(host_pb2.OpenSessionRequest(),
+                                                  metadata=client._metadata,
+                                                  wait_for_ready=wait_for_ready)
+        self.session_id = 0
+        self.ended = False
+        self.error: PolyplugError | None = None
+        self.changed = asyncio.Event()  # set once the id came, or the stream ended
+        self.task = asyncio.get_running_loop().create_task(self._read(client.target))
+
+    async def _read(self, target: str) -> None:
+        try:
+            async for event in self.call:
+                if self.session_id == 0:
+                    self.session_id = event.session_id
+                    self.changed.set()
+        except grpc.aio.AioRpcError as error:
+            self.error = error_from_rpc(error, target, None)
+        except asyncio.CancelledError:
+            pass  # stop(): the session is over
+        self.ended = True
+        self.changed.set()
+
+    async def stop(self) -> None:
+        self.call.cancel()
+        await self.task
+
+
 class _AsyncSession:
-    """The asyncio twin of _connection.Session: one OpenSession stream, read by a task,
-    opened on first use and again after it ended; the instances made under it end with it
-    (when the client closes, or dies)."""
+    """The asyncio twin of _connection.Session: one OpenSession stream, opened on first use
+    and again after it ended; the instances made under it end with it (when the client
+    closes, or dies). A caller that times out leaves the stream to the next one."""
 
     def __init__(self, client: AsyncHostClient):
         self._client = client
-        self._call: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._id = 0
-        self._ended = True
-        self._error: PolyplugError | None = None
-        self._changed = asyncio.Event()
+        self._stream: _AsyncSessionStream | None = None
 
     async def id(self, timeout: float, wait_for_ready: bool) -> int:
         """The id of the open session; opens one first if there is none."""
-        if self._ended:
-            self._call = self._client._stub.OpenSession(host_pb2.OpenSessionRequest(),
-                                                        metadata=self._client._metadata,
-                                                        wait_for_ready=wait_for_ready)
-            self._id, self._ended, self._error = 0, False, None
-            self._changed = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._read(self._call))
+        if self._stream is None or self._stream.ended:
+            self._stream = _AsyncSessionStream(self._client, wait_for_ready)
+        stream = self._stream
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(stream.changed.wait(), timeout)
         except asyncio.TimeoutError:
-            await self.forget(self._id)
             raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
                              f"no session opened by {self._client.target} within {timeout:g}s",
                              target=self._client.target) from None
-        if self._ended or self._id == 0:
-            raise self._error or make_error(grpc.StatusCode.UNAVAILABLE,
-                                            "the host ended the session at once",
-                                            target=self._client.target)
-        return self._id
-
-    async def _read(self, call: Any) -> None:
-        try:
-            async for event in call:
-                if self._call is call and self._id == 0:
-                    self._id = event.session_id
-                    self._changed.set()
-        except grpc.aio.AioRpcError as error:
-            if self._call is call:
-                self._error = error_from_rpc(error, self._client.target, None)
-        except asyncio.CancelledError:
-            pass
-        if self._call is call:
-            self._ended = True
-            self._changed.set()
+        if stream.ended:
+            raise stream.error or make_error(grpc.StatusCode.UNAVAILABLE,
+                                             "the host ended the session at once",
+                                             target=self._client.target)
+        return stream.session_id
 
     async def forget(self, session_id: int) -> None:
-        """The session `session_id` is over (or never came): the next id() opens another."""
-        if self._ended or self._id != session_id:
+        """The host said session `session_id` is not open: the next id() opens another."""
+        stream = self._stream
+        if stream is None or stream.session_id != session_id:
             return
-        await self.close()
+        self._stream = None
+        await stream.stop()
 
     async def close(self) -> None:
-        call, task = self._call, self._task
-        self._call, self._task, self._ended = None, None, True
-        if call is not None:
-            call.cancel()
-        if task is not None:
-            await task
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.stop()
 
 
 class AsyncHostClient:
@@ -225,12 +233,24 @@ class AsyncHostClient:
         if options.auth_token:
             self._metadata = (("authorization", f"Bearer {options.auth_token}"),)
         self._session = _AsyncSession(self)
+        self._streams: weakref.WeakSet[AsyncEventStream] = weakref.WeakSet()
+        self._closed = False
 
     async def close(self) -> None:
-        """Ends the instance session (the host destroys the instances made through this
-        client) and closes the channel: calls and event streams in progress end."""
+        """Ends the event streams it made, the instance session (the host destroys the
+        instances made through this client) and the channel. Its calls then raise
+        CancelledError."""
+        self._closed = True
+        for stream in list(self._streams):
+            await stream.close()
         await self._session.close()
         await self._channel.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise make_error(grpc.StatusCode.CANCELLED,
+                             f"the AsyncHostClient of {self.target} is closed",
+                             target=self.target)
 
     async def __aenter__(self) -> AsyncHostClient:
         return self
@@ -240,6 +260,7 @@ class AsyncHostClient:
 
     async def _call(self, method: Callable[..., Any], request: Any, timeout: float | None,
                     wait_for_ready: bool) -> Any:
+        self._check_open()
         deadline = deadline_of(timeout, self.options)
         try:
             return await method(request, timeout=deadline, metadata=self._metadata,
@@ -279,13 +300,25 @@ class AsyncHostClient:
                           timeout: float | None = None,
                           wait_for_ready: bool = False) -> host_pb2.PushBundleResponse:
         """HostClient.push_bundle."""
-        upload = Upload(Path(directory), request_id)
+        self._check_open()
+        # Listing, reading and hashing the files block: they run on threads, not the loop.
+        upload = await asyncio.to_thread(Upload, Path(directory), request_id)
         deadline = deadline_of(timeout, self.options)
+
+        async def messages() -> AsyncGenerator[host_pb2.PushBundleRequest, None]:
+            produce = upload.messages()
+
+            def step() -> host_pb2.PushBundleRequest | None:
+                return next(produce, None)
+
+            while (message := await asyncio.to_thread(step)) is not None:
+                yield message
+
         try:
             # Bounded here too: grpcio 1.51 does not end a client-streaming call at its
             # deadline while the host reads nothing (see HostClient.push_bundle).
             response: host_pb2.PushBundleResponse = await asyncio.wait_for(
-                self._stub.PushBundle(upload.messages(), timeout=deadline,
+                self._stub.PushBundle(messages(), timeout=deadline,
                                       metadata=self._metadata, wait_for_ready=wait_for_ready),
                 deadline)
         except asyncio.TimeoutError:
@@ -345,6 +378,7 @@ class AsyncHostClient:
     async def check_health(self, service: str = "", *, timeout: float | None = None,
                            wait_for_ready: bool = False) -> ServingStatus:
         """HostClient.check_health."""
+        self._check_open()
         deadline = deadline_of(timeout, self.options)
         method = self._channel.unary_unary(_health.CHECK_METHOD,
                                            request_serializer=_health.encode_request,
@@ -364,6 +398,7 @@ class AsyncHostClient:
                               timeout: float | None = None,
                               wait_for_ready: bool = False) -> host_pb2.InstanceRef:
         """HostClient.create_instance: under this client's session."""
+        self._check_open()
         deadline = deadline_of(timeout, self.options)
         request = host_pb2.CreateInstanceRequest(args=_bytes(args))
         if isinstance(contract, str):
@@ -413,6 +448,9 @@ class AsyncHostClient:
                strict_resume: bool = False, heartbeat: float = 10.0,
                synthesize_transitions: bool = True) -> AsyncEventStream:
         """HostClient.events, as an async iterator: `async for item in host.events()`."""
-        return AsyncEventStream(self, SubscribeOptions(tuple(bundle_names), resume_after,
-                                                       strict_resume, heartbeat,
-                                                       synthesize_transitions))
+        self._check_open()
+        stream = AsyncEventStream(self, SubscribeOptions(tuple(bundle_names), resume_after,
+                                                         strict_resume, heartbeat,
+                                                         synthesize_transitions))
+        self._streams.add(stream)
+        return stream

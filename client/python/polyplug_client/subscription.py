@@ -49,13 +49,30 @@ class EventStream:
         # Held while a thread is inside the generator, so that close() on another thread
         # finalizes it only when nobody runs it (a generator is not thread-safe).
         self._iterating = threading.Lock()
+        self._handed_out: Cursor | None = None  # guarded by _iterating; not yet handled
 
     def __iter__(self) -> EventStream:
         return self
 
     def __next__(self) -> SubscriptionItem:
         with self._iterating:
+            # Asked for the next item: the one handed out before was handled.
+            if self._handed_out is not None:
+                self._core.cursor, self._handed_out = self._handed_out, None
+            delivery = next(self._iterator)
+            self._handed_out = delivery.cursor
+            return delivery.item
+
+    def _next_delivery(self) -> Delivery:
+        """The next delivery, for a consumer that moves the cursor itself (handled());
+        StopIteration at the end."""
+        with self._iterating:
             return next(self._iterator)
+
+    def _handled(self, delivery: Delivery) -> None:
+        """`delivery`'s handler returned: the cursor moves past it."""
+        if delivery.cursor is not None:
+            self._core.cursor = delivery.cursor
 
     def __enter__(self) -> EventStream:
         return self
@@ -95,13 +112,13 @@ class EventStream:
         if holds:
             self._connection.release()
 
-    def _run(self) -> Generator[SubscriptionItem, None, None]:
+    def _run(self) -> Generator[Delivery, None, None]:
         try:
             yield from self._streams()
         finally:
             self._release()
 
-    def _streams(self) -> Iterator[SubscriptionItem]:
+    def _streams(self) -> Iterator[Delivery]:
         options = self._connection.options
         backoff = Backoff(options.reconnect_initial_backoff, options.reconnect_max_backoff)
         while not self._closed.is_set():
@@ -142,14 +159,11 @@ class EventStream:
             if next_step == "backoff" and self._closed.wait(backoff.next_wait()):
                 return
 
-    def _hand_over(self, deliveries: list[Delivery]) -> Iterator[SubscriptionItem]:
+    def _hand_over(self, deliveries: list[Delivery]) -> Iterator[Delivery]:
         for delivery in deliveries:
             if self._closed.is_set():
                 return
-            yield delivery.item
-            # The consumer asked for the next item: this one was handled.
-            if delivery.cursor is not None:
-                self._core.cursor = delivery.cursor
+            yield delivery
 
 
 @dataclass
@@ -211,12 +225,17 @@ class Subscription:
         self._thread.start()
 
     def _run(self) -> None:
-        for item in self._stream:
+        while True:
             try:
-                self._handlers.dispatch(item)
+                delivery = self._stream._next_delivery()
+            except StopIteration:
+                return
+            try:
+                self._handlers.dispatch(delivery.item)
             except Exception:  # a handler's bug must not end the subscription
                 _log.exception("polyplug_client: a subscription handler raised on %r; the "
-                               "subscription goes on with the next item", item)
+                               "subscription goes on with the next item", delivery.item)
+            self._stream._handled(delivery)
 
     def __enter__(self) -> Subscription:
         return self

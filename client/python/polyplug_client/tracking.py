@@ -8,16 +8,18 @@ contract up again, and a tracker whose handle changed runs its callback.
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import grpc
 
 from polyplug.host.v1 import host_pb2
 from polyplug_client._connection import Connection, create_leased_instance
 from polyplug_client._stream import SubscribeOptions
-from polyplug_client.errors import NotFoundError, PolyplugError
+from polyplug_client.errors import NotFoundError, PolyplugError, error_from_rpc, make_error
 from polyplug_client.events import ConnectionChanged, Phase, PhaseEvent, Resynced, Stopped
 from polyplug_client.subscription import PhaseHandlers, Subscription
 
@@ -25,6 +27,8 @@ from polyplug_client.subscription import PhaseHandlers, Subscription
 # UNAVAILABLE before the first lookup reached the host).
 Lookup = host_pb2.ContractHandle | PolyplugError
 RefreshCallback = Callable[[Lookup, Lookup], None]
+
+_log = logging.getLogger("polyplug_client")
 
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
               grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -112,6 +116,8 @@ class _ContractTracking:
         self._connection = connection
         self._lock = threading.Lock()
         self._users = 1  # guarded by _lock: the HostClient's, and one per tracker
+        self._stopping = False  # guarded by _lock: the last user released
+        self._in_flight: Any = None  # guarded by _lock: the lookup call running
         self._refresh_lock = threading.RLock()
         self._trackers: list[TrackedContract] = []
         self._leaving: set[int] = set()
@@ -129,12 +135,39 @@ class _ContractTracking:
         self._first_attempt.wait(connection.options.call_timeout)
 
     def release(self) -> None:
-        """One user less; the last one stops the tracking subscription."""
+        """One user less; the last one stops the tracking subscription, cancelling a lookup
+        in flight so that a host that does not answer holds nobody up."""
         with self._lock:
             self._users -= 1
             last = self._users == 0
+            if last:
+                self._stopping = True
+                in_flight = self._in_flight
         if last:
+            if in_flight is not None:
+                in_flight.cancel()
             self._subscription.close()
+
+    def _unary(self, method: Any, request: Any) -> Any:
+        """A lookup call that release() can cancel; CancelledError once stopping."""
+        connection = self._connection
+        deadline = connection.options.call_timeout
+        with self._lock:
+            if self._stopping:
+                raise make_error(grpc.StatusCode.CANCELLED, "tracking stopped",
+                                 target=connection.target)
+            call = method.future(request, timeout=deadline, metadata=connection.metadata)
+            self._in_flight = call
+        try:
+            return call.result()
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, connection.target, deadline) from None
+        except grpc.FutureCancelledError:
+            raise make_error(grpc.StatusCode.CANCELLED, "tracking stopped",
+                             target=connection.target) from None
+        finally:
+            with self._lock:
+                self._in_flight = None
 
     def _on_resynced(self, _: Resynced) -> None:
         self._first_attempt.set()
@@ -167,13 +200,12 @@ class _ContractTracking:
     def _lookup(self, tracker: TrackedContract) -> Lookup:
         connection = self._connection
         try:
-            found = connection.unary(connection.stub.FindContract, host_pb2.FindContractRequest(
+            found = self._unary(connection.stub.FindContract, host_pb2.FindContractRequest(
                 name=tracker.contract, min_version=tracker.min_version))
             if found.provider_bundle_id not in self._leaving:
                 return found
             # The first provider is being unloaded: take the next one that stays, if any.
-            listed = connection.unary(connection.stub.ListContracts,
-                                      host_pb2.ListContractsRequest())
+            listed = self._unary(connection.stub.ListContracts, host_pb2.ListContractsRequest())
         except PolyplugError as error:
             return error
         for handle in listed.contracts:
@@ -191,6 +223,9 @@ class _ContractTracking:
         tracker = TrackedContract(self, contract, min_version, on_refreshed)
         with self._refresh_lock:
             with self._lock:
+                if self._stopping:
+                    raise make_error(grpc.StatusCode.CANCELLED, "the HostClient is closed",
+                                     target=self._connection.target)
                 self._trackers.append(tracker)
                 self._users += 1
             first = self._lookup(tracker)
@@ -213,6 +248,8 @@ class _ContractTracking:
         changes: list[tuple[TrackedContract, Lookup, Lookup]] = []
         with self._refresh_lock:
             for tracker in trackers:
+                if self._stopping:
+                    return
                 with tracker._lock:
                     previous = tracker._current
                     known_epoch, known_revision = tracker._known_epoch, tracker._known_revision
@@ -242,7 +279,11 @@ class _ContractTracking:
             with tracker._callback_lock:
                 if tracker._closed or tracker._on_refreshed is None:
                     continue
-                tracker._on_refreshed(previous, now)
+                try:
+                    tracker._on_refreshed(previous, now)
+                except Exception:  # one tracker's bug must not cost the others their news
+                    _log.exception("polyplug_client: on_refreshed of %s raised",
+                                   tracker.contract)
 
 
 @dataclass(frozen=True)
@@ -265,6 +306,13 @@ class LiveCallInfo:
 
 
 _RETRY_REASONS = ("INSTANCE_INVALIDATED_BY_RELOAD", "INSTANCE_NOT_FOUND", "LEASE_EXPIRED")
+
+
+def _forget_live_instance(tracked: TrackedContract, connection: Connection) -> None:
+    """What a LiveInstance collected without close() leaves behind: its tracker and its
+    hold on the channel. (Its remote instance ends with the client's session.)"""
+    tracked.close()
+    connection.release()
 
 
 class LiveInstance:
@@ -299,9 +347,21 @@ class LiveInstance:
         self._announce_lock = threading.Lock()
         self._to_announce: list[InstanceRecreated] = []
         self._announcing = False
-        self._closed = False
+        self._closed = False  # guarded by _announce_lock: no more on_recreated
+        self._closing = False  # guarded by _lock: close() began
         connection.acquire()  # the channel stays open until close(), as in C++
-        self._tracked = tracking.add(contract, min_version, self._on_refreshed)
+        # The tracker holds the callback weakly, so that a LiveInstance nobody closed and
+        # nobody holds is collected; then its finalizer stops its tracking.
+        weak = weakref.WeakMethod(self._on_refreshed)
+
+        def refreshed(previous: Lookup, now: Lookup) -> None:
+            method = weak()
+            if method is not None:
+                method(previous, now)
+
+        self._tracked = tracking.add(contract, min_version, refreshed)
+        self._finalizer = weakref.finalize(self, _forget_live_instance, self._tracked,
+                                           connection)
 
     def invoke(self, method: str, request: bytes | str = b"", *, timeout: float | None = None,
                wait_for_ready: bool = False) -> host_pb2.InvokeResponse:
@@ -354,15 +414,18 @@ class LiveInstance:
             return max(self._made - 1, 0)
 
     def close(self) -> None:
-        """Stops following reloads and destroys the remote instance (best effort, at most
-        5 s against a host that does not answer). Idempotent."""
-        with self._announce_lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._tracked.close()  # no refresh runs after this
+        """Stops following reloads and destroys the remote instance (best effort: at most
+        5 s against a host that does not answer, after a refresh in progress). Invokes
+        after it raise CancelledError. Idempotent."""
         with self._lock:
+            if self._closing:
+                return
+            self._closing = True
             last, self._current = self._current, None
+        with self._announce_lock:
+            self._closed = True
+        self._finalizer.detach()
+        self._tracked.close()  # no refresh runs after this
         if last is not None:
             self._destroy(last)
         self._connection.release()
@@ -377,6 +440,10 @@ class LiveInstance:
                 wait_for_ready: bool) -> tuple[host_pb2.InstanceRef, int]:
         announce = False
         with self._lock:
+            if self._closing:
+                raise make_error(grpc.StatusCode.CANCELLED,
+                                 f"the LiveInstance of {self._contract} is closed",
+                                 target=self._connection.target)
             self._used = True
             if self._current is not None:
                 return self._current, self._made
@@ -412,7 +479,10 @@ class LiveInstance:
                     return
                 next_one = self._to_announce.pop(0)
             assert self._on_recreated is not None
-            self._on_recreated(next_one)
+            try:
+                self._on_recreated(next_one)
+            except Exception:  # logged; the instance was made and the call goes on
+                _log.exception("polyplug_client: on_recreated of %s raised", self._contract)
 
     def _drop(self, instance_id: int) -> None:
         with self._lock:
