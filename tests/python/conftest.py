@@ -10,6 +10,10 @@ Fixtures:
     pki          a test PKI made with openssl in <tmp_path>/pki (made once per test).
     start_host   a factory: start_host(*extra_args, token=..., tls=..., supervise=...,
                  bundles=[...]) -> a started hostproc.HostProcess.
+    connect      a factory: connect(host_or_target, options=None, **fields) -> a HostClient
+                 closed at teardown (fast_options() unless told; a host's token sent).
+
+fast_options(**fields) makes the ConnectOptions every suite uses (quick reconnects).
 
 At teardown every host a test started is closed: one still running is stopped with SIGTERM
 and must exit 0, and one that exited by itself with another status, without the test having
@@ -17,9 +21,10 @@ killed or waited for it, fails the test (as does a sanitizer report in its stder
 test fails, each host's stderr is added to its report.
 """
 
+import dataclasses
 import os
 import sys
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +35,7 @@ if _python_path and _python_path not in sys.path:
     sys.path.insert(0, _python_path)
 
 import hostproc  # noqa: E402  (after the sys.path set-up above, like the client's import)
-from polyplug_client import ConnectOptions  # noqa: E402
+from polyplug_client import ConnectOptions, HostClient  # noqa: E402
 
 def fast_options(**fields: object) -> ConnectOptions:
     """ConnectOptions for tests: quick reconnects, so that reconnects follow the events that
@@ -173,3 +178,33 @@ def pytest_runtest_makereport(
             (f"polyplug-host stderr ({host.dir.name}, pid {host.pid})",
              host.stderr_text(all_runs=True) or "(nothing)")
         )  # fmt: skip
+
+
+# connect(host_or_target, options=None, **fields) -> HostClient: the `connect` fixture.
+Connect = Callable[..., HostClient]
+
+
+@pytest.fixture
+def connect(start_host: StartHost) -> Iterator[Connect]:
+    """connect(host_or_target, options=None, **fields) -> a HostClient closed at teardown,
+    before the hosts stop (it depends on start_host, so it is torn down first). `options`
+    default to fast_options(); `fields` override them. A HostProcess's token is sent unless
+    `options` or `fields` say which."""
+    clients: list[HostClient] = []
+
+    def factory(to: hostproc.HostProcess | str, options: ConnectOptions | None = None,
+                **fields: Any) -> HostClient:
+        target = to
+        if isinstance(to, hostproc.HostProcess):
+            target = to.address
+            if to.token is not None and options is None and "auth_token" not in fields:
+                fields["auth_token"] = to.token
+        auth_token = fields.pop("auth_token", None)  # HostClient's own override argument
+        client = HostClient(str(target), dataclasses.replace(options or fast_options(), **fields),
+                            auth_token=auth_token)
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()

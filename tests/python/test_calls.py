@@ -25,7 +25,7 @@ import grpc
 import pytest
 
 import hostproc
-from conftest import StartHost, fast_options
+from conftest import Connect, StartHost, fast_options
 from polyplug.host.v1 import host_pb2
 from polyplug_client import (PUSH_OUTCOME_FAILED, PUSH_OUTCOME_LOADED, PUSH_OUTCOME_RELOADED,
                              RELOAD_OUTCOME_FAILED, RELOAD_OUTCOME_RELOADED, AbortedError,
@@ -44,30 +44,6 @@ TIMEOUT = hostproc.CALL_TIMEOUT
 
 GREETER = "example.greeter@1"
 COUNTER = "test.counter@1"
-
-Connect = Callable[..., HostClient]
-
-
-@pytest.fixture
-def connect(start_host: StartHost) -> Iterator[Connect]:
-    """connect(host_or_target, **option_overrides) -> a HostClient closed at teardown, before
-    the hosts stop (this fixture depends on start_host, so it is torn down first)."""
-    clients: list[HostClient] = []
-
-    def factory(to: hostproc.HostProcess | str, **overrides: object) -> HostClient:
-        if isinstance(to, hostproc.HostProcess):
-            target = to.address
-            if to.token is not None and "auth_token" not in overrides:
-                overrides["auth_token"] = to.token
-        else:
-            target = to
-        client = HostClient(target, fast_options(**overrides))
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        client.close()
 
 
 def expect_error(error_type: type[PolyplugError], call: Callable[[], object], *,

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
 import hostproc
-from conftest import StartHost, fast_options
+from conftest import Connect, StartHost, fast_options
 from polyplug.host.v1 import host_pb2
-from polyplug_client import (ConnectionChanged, ConnectOptions, EventStream, HostClient,
+from polyplug_client import (ConnectionChanged, ConnectOptions, EventStream,
                              PhaseHandlers, PolyplugError, ResyncCause, Resynced, ServingStatus,
                              Stopped, SubscriptionItem, UnauthenticatedError, UnavailableError)
 
@@ -29,35 +29,11 @@ TOKEN = "s3cret-token"
 COUNTER = "test.counter@1"
 
 
-Connect = Callable[..., HostClient]
-
-
-@pytest.fixture
-def connect(start_host: StartHost) -> Iterator[Connect]:
-    """connect(target, options=None, auth_token=None) -> a HostClient closed at teardown,
-    before the hosts stop."""
-    clients: list[HostClient] = []
-
-    def factory(target: str, connect_options: ConnectOptions | None = None,
-                auth_token: str | None = None) -> HostClient:
-        client = HostClient(target, connect_options or fast_options(), auth_token=auth_token)
-        clients.append(client)
-        return client
-
-    yield factory
-    for client in clients:
-        client.close()
-
 
 @pytest.fixture(scope="module", autouse=True)
 def pki(tmp_path_factory: pytest.TempPathFactory) -> hostproc.Pki:
     """One PKI for the whole module, as the C++ security suite has (making keys is the slow
-    part); it overrides conftest's per-test one, which start_host(tls=...) asks for.
-
-    Autouse, so that it is made before the first test runs: openssl is started with fork()
-    (hostproc passes a preexec_fn), and a fork() while this process has gRPC channels can
-    hang or abort in grpcio's pthread_atfork handler. Made first, it forks before any
-    channel exists."""
+    part); it overrides conftest's per-test one, which start_host(tls=...) asks for."""
     return hostproc.make_pki(tmp_path_factory.mktemp("pki"))
 
 
