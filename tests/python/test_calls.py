@@ -29,12 +29,11 @@ from conftest import Connect, StartHost, fast_options
 from polyplug.host.v1 import host_pb2
 from polyplug_client import (PUSH_OUTCOME_FAILED, PUSH_OUTCOME_LOADED, PUSH_OUTCOME_RELOADED,
                              RELOAD_OUTCOME_FAILED, RELOAD_OUTCOME_RELOADED, AbortedError,
-                             AlreadyExistsError, CancelledError, ConnectionChanged, ConnectOptions,
+                             AlreadyExistsError, CancelledError, ConnectOptions,
                              DeadlineExceededError, FailedPreconditionError, HostClient,
                              InstanceRecreated, InvalidArgumentError, LiveCallInfo, NotFoundError,
-                             PermissionDeniedError, Phase, PhaseEvent, PhaseHandlers,
-                             PolyplugError, Resynced, ServingStatus, UnavailableError,
-                             UnimplementedError, new_request_id, reason_token)
+                             PermissionDeniedError, PolyplugError, ServingStatus,
+                             UnavailableError, UnimplementedError, new_request_id, reason_token)
 from polyplug_client import connect as connect_to
 from polyplug_client.aio import AsyncHostClient
 from polyplug_client.tracking import Lookup
@@ -942,74 +941,7 @@ def test_calls_after_close_raise_a_polyplug_error(start_host: StartHost,
         still_serving(other)
 
 
-def test_a_subscription_outlives_its_client(start_host: StartHost, connect: Connect) -> None:
-    """HostClient.close(): "Subscriptions, iterators, tracked contracts and live instances
-    it started keep the channel open until they are closed". A subscription still open when
-    its client is closed sees a later reload, and its thread never dies of an exception."""
-    host = start_host(bundles=["counter_v1"])
-    items: queue.Queue[object] = queue.Queue()
-    crashed: list[threading.ExceptHookArgs] = []
-    previous_hook = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if args.thread is not None and args.thread.name == "polyplug-subscription":
-            crashed.append(args)
-            items.put(args.exc_value)  # wakes the test at once
-        else:
-            previous_hook(args)
-
-    threading.excepthook = hook
-    try:
-        client = HostClient(host.address, fast_options())
-        handlers = PhaseHandlers(on_resynced=items.put, on_reloaded=items.put,
-                                 on_stopped=items.put)
-        subscription = client.subscribe(handlers)
-        try:
-            assert isinstance(items.get(timeout=TIMEOUT), Resynced)
-            client.close()
-            assert connect(host).reload("counter").outcome == RELOAD_OUTCOME_RELOADED
-            after = items.get(timeout=TIMEOUT)
-            assert isinstance(after, PhaseEvent), \
-                f"after HostClient.close() the subscription delivered {after!r}"
-            assert (after.phase, after.bundle_name) == (Phase.RELOADED, "counter")
-        finally:
-            subscription.close()
-    finally:
-        threading.excepthook = previous_hook
-    assert not crashed
-
-
-def test_an_event_iterator_outlives_its_client(start_host: StartHost,
-                                               connect: Connect) -> None:
-    host = start_host(bundles=["counter_v1"])
-    client = HostClient(host.address, fast_options())
-    items: queue.Queue[object] = queue.Queue()
-    stream = client.events()
-
-    def read() -> None:
-        try:
-            for item in stream:
-                items.put(item)
-        except BaseException as error:  # noqa: BLE001 - handed to the test thread
-            items.put(error)
-        items.put(None)  # the iteration ended
-
-    reader = threading.Thread(target=read, name="test-event-reader", daemon=True)
-    reader.start()
-    try:
-        first = items.get(timeout=TIMEOUT)
-        while isinstance(first, ConnectionChanged):
-            first = items.get(timeout=TIMEOUT)
-        assert isinstance(first, Resynced), first
-        client.close()
-        assert connect(host).reload("counter").outcome == RELOAD_OUTCOME_RELOADED
-        after = items.get(timeout=TIMEOUT)
-        assert isinstance(after, PhaseEvent), \
-            f"after HostClient.close() the iterator gave {after!r}"
-        assert (after.phase, after.bundle_name) == (Phase.PREPARING, "counter")
-    finally:
-        stream.close()
-        reader.join(TIMEOUT)
+# A subscription and an event iterator outliving their client: test_subscribe.py.
 
 
 def test_a_tracked_contract_outlives_its_client(start_host: StartHost, connect: Connect,

@@ -151,6 +151,13 @@ class Follower:
             return code, list(self._lines)
 
 
+def assert_followed_one_reload(code: int, lines: list[str]) -> None:
+    """follow.py --count 2 printed greeter's reload, its two phases, and exited 0."""
+    assert code == 0
+    phases = [line.split("] ", 1)[1] for line in lines if "] " in line]
+    assert phases == ["PREPARING greeter 1.0.0", "RELOADED greeter 1.0.0"]
+
+
 @pytest.mark.parametrize("mode", [[], ["--asyncio"]], ids=["iterator", "asyncio"])
 def test_follow_prints_phases_as_they_happen(start_host: StartHost, mode: list[str]) -> None:
     host = start_host(bundles=[("greeter_v1", "greeter")])
@@ -158,9 +165,7 @@ def test_follow_prints_phases_as_they_happen(start_host: StartHost, mode: list[s
         assert "loaded: greeter 1.0.0" in follower.wait_for("following from")
         assert host.ctl("reload", "greeter").returncode == 0
         code, lines = follower.finish()
-    assert code == 0
-    phases = [line.split("] ", 1)[1] for line in lines if "] " in line]
-    assert phases == ["PREPARING greeter 1.0.0", "RELOADED greeter 1.0.0"]
+    assert_followed_one_reload(code, lines)
 
 
 def test_follow_announces_a_host_restart(start_host: StartHost) -> None:
@@ -174,6 +179,4 @@ def test_follow_announces_a_host_restart(start_host: StartHost) -> None:
         assert "loaded: greeter 1.0.0" in follower.wait_for("-- resynced (HOST_RESTARTED)")
         assert host.ctl("reload", "greeter").returncode == 0
         code, lines = follower.finish()
-    assert code == 0
-    phases = [line.split("] ", 1)[1] for line in lines if "] " in line]
-    assert phases == ["PREPARING greeter 1.0.0", "RELOADED greeter 1.0.0"]
+    assert_followed_one_reload(code, lines)

@@ -37,10 +37,25 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> hostproc.Pki:
     return hostproc.make_pki(tmp_path_factory.mktemp("pki"))
 
 
+def expect_refused(connect: Connect, address: str,
+                   attempts: list[tuple[str, ConnectOptions]]) -> None:
+    """Each named client is refused at the handshake: UnavailableError naming `address`."""
+    refusals: dict[str, PolyplugError] = {}
+    for name, client_options in attempts:
+        refused = connect(address, client_options)
+        with pytest.raises(PolyplugError) as caught:
+            refused.get_host_info()
+        refusals[name] = caught.value
+    for name, error in refusals.items():
+        assert isinstance(error, UnavailableError), f"{name}: {error!r}"
+        assert address in error.message, f"{name}: {error!r}"
+
+
 def tls_options(pki: hostproc.Pki, *, client_cert: bool = False, roots: Path | None = None,
                 **fields: object) -> ConnectOptions:
     """TLS options trusting the test CA (or `roots`), with the client certificate for mTLS."""
-    result = fast_options(tls=True, tls_root_certs_pem=(roots or pki.ca_cert).read_bytes(), **fields)
+    result = fast_options(tls=True, tls_root_certs_pem=(roots or pki.ca_cert).read_bytes(),
+                          **fields)
     if client_cert:
         result.tls_client_cert_pem = pki.client_cert.read_bytes()
         result.tls_client_key_pem = pki.client_key.read_bytes()
@@ -220,18 +235,10 @@ def test_tls_on_a_tcp_listener(start_host: StartHost, connect: Connect) -> None:
     # tls_server_name: the name checked against the certificate instead of the target's.
     assert connect(address, tls_options(pki, tls_server_name="localhost")).echo(b"x") == b"x"
 
-    refusals: dict[str, PolyplugError] = {}
-    for name, client_options in [
-            ("plaintext", fast_options()),
-            ("another CA", tls_options(pki, roots=pki.other_ca_cert)),
-            ("another server name", tls_options(pki, tls_server_name="somebody-else.example"))]:
-        refused = connect(address, client_options)
-        with pytest.raises(PolyplugError) as caught:
-            refused.get_host_info()
-        refusals[name] = caught.value
-    for name, error in refusals.items():
-        assert isinstance(error, UnavailableError), f"{name}: {error!r}"
-        assert address in error.message, f"{name}: {error!r}"
+    expect_refused(connect, address, [
+        ("plaintext", fast_options()),
+        ("another CA", tls_options(pki, roots=pki.other_ca_cert)),
+        ("another server name", tls_options(pki, tls_server_name="somebody-else.example"))])
 
     # Refused clients leave the host serving.
     assert client.get_host_info().host_epoch == info.host_epoch
@@ -268,17 +275,9 @@ def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(
     rogue = tls_options(pki)
     rogue.tls_client_cert_pem = pki.rogue_client_cert.read_bytes()
     rogue.tls_client_key_pem = pki.rogue_client_key.read_bytes()
-    refusals: dict[str, PolyplugError] = {}
-    for name, client_options in [("no client certificate", tls_options(pki)),
-                                 ("a certificate from another CA", rogue),
-                                 ("plaintext", fast_options())]:
-        refused = connect(address, client_options)
-        with pytest.raises(PolyplugError) as caught:
-            refused.get_host_info()
-        refusals[name] = caught.value
-    for name, error in refusals.items():
-        assert isinstance(error, UnavailableError), f"{name}: {error!r}"
-        assert address in error.message, f"{name}: {error!r}"
+    expect_refused(connect, address, [("no client certificate", tls_options(pki)),
+                                      ("a certificate from another CA", rogue),
+                                      ("plaintext", fast_options())])
 
     # A subscription without a client certificate keeps trying; it never sees a snapshot.
     # (The host's refusal is a transport failure, not an answer, so it is not Stopped.)

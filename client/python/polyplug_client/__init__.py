@@ -47,6 +47,6 @@ __all__ = [
     "RELOAD_OUTCOME_FAILED", "RELOAD_OUTCOME_RELOADED", "ResourceExhaustedError", "ResyncCause",
     "Resynced", "ServingStatus", "Stopped", "SubscribeOptions", "Subscription",
     "SubscriptionItem", "TrackedContract", "UnauthenticatedError", "UnavailableError",
-    "UnimplementedError", "Version", "__version__", "connect", "default_host_target", "new_request_id",
-    "reason_of_token", "reason_token",
+    "UnimplementedError", "Version", "__version__", "connect", "default_host_target",
+    "new_request_id", "reason_of_token", "reason_token",
 ]

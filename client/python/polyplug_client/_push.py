@@ -14,12 +14,13 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import grpc
 
 from polyplug.host.v1 import host_pb2
-from polyplug_client.errors import FailedPreconditionError, InvalidArgumentError
+from polyplug_client.errors import (FailedPreconditionError, InvalidArgumentError,
+                                    PolyplugError, error_from_rpc, make_error)
 
 # What one message carries at most: well under the host's 4 MiB default.
 CHUNK_BYTES = 1 << 20
@@ -144,6 +145,22 @@ class Upload:
             self.header.files.append(
                 host_pb2.PushedFile(path=f.path, size=f.size, executable=f.executable))
         self.error: InvalidArgumentError | FailedPreconditionError | None = None
+
+    def error_of(self, call_error: Any, target: str, deadline: float) -> PolyplugError:
+        """What a push that ended with `call_error` (a grpc.RpcError or AioRpcError) raises:
+        the file's own error when reading it ended the upload, else the host's answer."""
+        if self.error is not None:
+            return self.error
+        return error_from_rpc(call_error, target, deadline)
+
+    @staticmethod
+    def too_slow(target: str, deadline: float) -> PolyplugError:
+        """The error of a push the host did not take within its deadline. grpcio 1.51 does
+        not end a client-streaming call at its deadline while the host reads nothing (a
+        full window: seen with a stopped host), so the callers bound the wait themselves."""
+        return make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"polyplug-host at {target} did not take the upload within "
+                          f"{deadline:g}s", target=target)
 
     def messages(self) -> Iterator[host_pb2.PushBundleRequest]:
         """The header, the files' bytes in chunks, then the digests."""

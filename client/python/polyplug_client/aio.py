@@ -315,20 +315,14 @@ class AsyncHostClient:
                 yield message
 
         try:
-            # Bounded here too: grpcio 1.51 does not end a client-streaming call at its
-            # deadline while the host reads nothing (see HostClient.push_bundle).
             response: host_pb2.PushBundleResponse = await asyncio.wait_for(
                 self._stub.PushBundle(messages(), timeout=deadline,
                                       metadata=self._metadata, wait_for_ready=wait_for_ready),
-                deadline)
+                deadline)  # bounded here: see Upload.too_slow
         except asyncio.TimeoutError:
-            raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"polyplug-host at {self.target} did not take the upload within "
-                             f"{deadline:g}s", target=self.target) from None
+            raise Upload.too_slow(self.target, deadline) from None
         except grpc.aio.AioRpcError as error:
-            if upload.error is not None:
-                raise upload.error from None
-            raise error_from_rpc(error, self.target, deadline) from None
+            raise upload.error_of(error, self.target, deadline) from None
         if upload.error is not None:
             raise upload.error
         return response

@@ -24,7 +24,7 @@ from polyplug_client._connection import (ConnectOptions, Connection, create_leas
                                          default_host_target)
 from polyplug_client._push import Upload
 from polyplug_client._stream import SubscribeOptions
-from polyplug_client.errors import CancelledError, error_from_rpc, make_error
+from polyplug_client.errors import CancelledError, error_from_rpc
 from polyplug_client.events import Cursor
 from polyplug_client.subscription import EventStream, PhaseHandlers, Subscription
 from polyplug_client.tracking import (InstanceRecreated, LiveInstance, RefreshCallback,
@@ -159,18 +159,12 @@ class HostClient:
                                                  metadata=connection.metadata,
                                                  wait_for_ready=wait_for_ready)
         try:
-            # grpcio 1.51 does not end a client-streaming call at its deadline while the
-            # host reads nothing (a full window: seen with a stopped host); bound it here.
             response: host_pb2.PushBundleResponse = call.result(timeout=deadline)
         except grpc.FutureTimeoutError:
             call.cancel()
-            raise make_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"polyplug-host at {self.target} did not take the upload within "
-                             f"{deadline:g}s", target=self.target) from None
+            raise Upload.too_slow(self.target, deadline) from None
         except grpc.RpcError as error:
-            if upload.error is not None:
-                raise upload.error from None
-            raise error_from_rpc(error, self.target, deadline) from None
+            raise upload.error_of(error, self.target, deadline) from None
         if upload.error is not None:
             raise upload.error
         return response
